@@ -1,0 +1,220 @@
+"""Maps mount paths to W&B objects: ``/<entity>/<project>/<run_id>/<name...>``.
+
+What stays true:
+
+* ``/`` lists the viewer's entity and teams; any other entity is reachable by
+  name (``cd /mnt/other-team`` works though ``/`` does not list it).
+* A listing is never served past its TTL while W&B answers: files of a
+  finished run never expire, a running run's after ``ttl_running_seconds``,
+  entity/project/run lists after ``dir_cache_time_seconds``, "not found"
+  answers after ``negative_ttl_seconds``. When W&B cannot be reached, what
+  was already listed is served stale (``Memo``).
+* Probe names (``.git``, ``.DS_Store``…) never cost a request.
+* This module knows paths and W&B objects, not FUSE, errno or blocks. It
+  raises ``wfs.client.errors`` exceptions; the FUSE layer maps them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Callable, Union
+
+from wfs.client.errors import NotFound
+from wfs.client.models import Project, Run, RunFile, Viewer
+from wfs.config import WfsConfig
+from wfs.namespace.memo import Memo
+from wfs.namespace.paths import is_probe_name, split_path
+from wfs.namespace.runtree import DirEntry, RunTree
+
+logger = logging.getLogger(__name__)
+
+_MISSING = object()  # memoised "not found"
+
+
+@dataclass(frozen=True)
+class DirNode:
+    """A folder: the root, an entity, a project, a run, or a folder inside a run."""
+
+    level: str  # "root" | "entity" | "project" | "run" | "folder"
+    mtime: float = 0.0
+    run: Run | None = None
+
+
+@dataclass(frozen=True)
+class FileNode:
+    file: RunFile
+    run: Run
+
+    @property
+    def immutable(self) -> bool:
+        """The bytes behind this node cannot change (the run has ended)."""
+        return self.run.is_finished
+
+    @property
+    def content_key(self) -> str:
+        """What makes the content unique: md5 and size, else the W&B path and version."""
+        f = self.file
+        if f.md5:
+            return f"md5:{f.md5}:{f.size_bytes}"
+        return f"path:{f.entity}/{f.project}/{f.run_id}/{f.name}@{f.updated_at}:{f.size_bytes}"
+
+
+Node = Union[DirNode, FileNode]
+
+
+class Namespace:
+    """Resolves and lists mount paths, caching W&B metadata by the rules above."""
+
+    def __init__(self, client, config: WfsConfig, viewer: Viewer | None = None):
+        self._client = client
+        self._config = config
+        self._viewer = viewer
+        self._subpath = split_path(config.subpath)
+        self._memo: Memo = Memo(maxsize=16384)
+
+    # ----------------------------------------------------------- TTL policy
+    def _dir_ttl(self, _value=None) -> float:
+        return self._config.dir_cache_time_seconds
+
+    def _lookup_ttl(self, value) -> float:
+        if value is _MISSING:
+            return self._config.negative_ttl_seconds
+        return self._config.dir_cache_time_seconds
+
+    def _run_ttl(self, run: Run) -> float:
+        return math.inf if run.is_finished else self._config.ttl_running_seconds
+
+    # ---------------------------------------------------------- W&B objects
+    def viewer(self) -> Viewer:
+        if self._viewer is None:
+            self._viewer = self._memo.get(("viewer",), self._client.viewer, lambda _v: math.inf)
+        return self._viewer
+
+    def _known_entities(self) -> list[str]:
+        viewer = self.viewer()
+        return list(dict.fromkeys([viewer.entity, *viewer.teams]))
+
+    def _maybe(self, key, load: Callable):
+        def guarded():
+            try:
+                return load()
+            except NotFound:
+                return _MISSING
+
+        value = self._memo.get(key, guarded, self._lookup_ttl)
+        if value is _MISSING:
+            raise NotFound("/".join(key[1:]))
+        return value
+
+    def _entity(self, entity: str) -> None:
+        if entity in self._known_entities():
+            return
+        self._maybe(("entity", entity), lambda: self._client.entity_exists(entity) or _MISSING)
+
+    def _projects(self, entity: str) -> dict[str, Project]:
+        def load():
+            return {p.name: p for p in self._client.iter_projects(entity)}
+
+        return self._memo.get(("projects", entity), load, self._dir_ttl)
+
+    def _project(self, entity: str, project: str) -> Project:
+        listed = self._memo.peek(("projects", entity))
+        if listed is not None:
+            if project in listed:
+                return listed[project]
+            raise NotFound(f"{entity}/{project}")
+        return self._maybe(("project", entity, project), lambda: self._client.project(entity, project))
+
+    def _runs(self, entity: str, project: str) -> dict[str, Run]:
+        def load():
+            runs = {r.run_id: r for r in self._client.iter_runs(entity, project)}
+            for run in runs.values():  # later lookups of these runs cost nothing
+                self._memo.put(("run", entity, project, run.run_id), run, self._dir_ttl())
+            return runs
+
+        return self._memo.get(("runs", entity, project), load, self._dir_ttl)
+
+    def _run(self, entity: str, project: str, run_id: str) -> Run:
+        return self._maybe(("run", entity, project, run_id), lambda: self._client.run(entity, project, run_id))
+
+    def _run_tree(self, run: Run) -> RunTree:
+        def load():
+            return RunTree(self._client.iter_run_files(run.entity, run.project, run.run_id))
+
+        key = ("files", run.entity, run.project, run.run_id)
+        return self._memo.get(key, load, lambda _tree: self._run_ttl(run))
+
+    # ---------------------------------------------------------------- paths
+    def _absolute(self, path: str) -> tuple[str, ...]:
+        return self._subpath + split_path(path)
+
+    def resolve(self, path: str) -> Node:
+        """The node at ``path``; raises ``NotFound`` (or another ``WandbError``)."""
+        parts = self._absolute(path)
+        if any(is_probe_name(part) for part in parts[:4]):
+            raise NotFound(path)
+        if not parts:
+            return DirNode("root")
+        self._entity(parts[0])
+        if len(parts) == 1:
+            return DirNode("entity")
+        project = self._project(parts[0], parts[1])
+        if len(parts) == 2:
+            return DirNode("project", mtime=project.created_at or 0.0)
+        run = self._run(parts[0], parts[1], parts[2])
+        if len(parts) == 3:
+            return DirNode("run", mtime=run.heartbeat_at or run.created_at or 0.0, run=run)
+        if any(is_probe_name(part) for part in parts[3:]):
+            tree = self._memo.peek(("files", run.entity, run.project, run.run_id))
+            if tree is None:
+                raise NotFound(path)
+        else:
+            tree = self._run_tree(run)
+        entry = tree.lookup(parts[3:])
+        if entry is None:
+            raise NotFound(path)
+        if isinstance(entry, DirEntry):
+            return DirNode("folder", mtime=entry.mtime, run=run)
+        return FileNode(entry.file, run)
+
+    def list(self, path: str) -> list[tuple[str, Node]]:
+        """The entries of the folder at ``path`` with their nodes (no extra requests)."""
+        parts = self._absolute(path)
+        node = self.resolve(path)
+        if not isinstance(node, DirNode):
+            raise NotADirectoryError(path)
+        if node.level == "root":
+            return [(name, DirNode("entity")) for name in self._known_entities()]
+        if node.level == "entity":
+            return [
+                (name, DirNode("project", mtime=p.created_at or 0.0))
+                for name, p in sorted(self._projects(parts[0]).items())
+            ]
+        if node.level == "project":
+            return [
+                (run_id, DirNode("run", mtime=r.heartbeat_at or r.created_at or 0.0, run=r))
+                for run_id, r in sorted(self._runs(parts[0], parts[1]).items())
+            ]
+        run = node.run
+        assert run is not None
+        entry = self._run_tree(run).lookup(parts[3:])
+        assert isinstance(entry, DirEntry)
+        out: list[tuple[str, Node]] = []
+        for name, child in sorted(entry.children.items()):
+            if isinstance(child, DirEntry):
+                out.append((name, DirNode("folder", mtime=child.mtime, run=run)))
+            else:
+                out.append((name, FileNode(child.file, run)))
+        return out
+
+    def fetcher(self, node: FileNode) -> Callable[[int, int], bytes]:
+        """A ``fetch(start, end)`` for the cache engine that reads ``node``'s bytes."""
+        run_file = node.file
+        client = self._client
+
+        def fetch(start: int, end: int) -> bytes:
+            return client.read_range(run_file, start, end)
+
+        return fetch
