@@ -1,0 +1,231 @@
+"""The FUSE adapter: the only module that imports mfusepy.
+
+Each callback resolves the path in the namespace, calls the namespace or the
+cache, and converts what they raise with ``errno_map.to_errno``; nothing else
+here decides policy. Every write-like call answers ``EROFS`` (the mount is
+also made with ``-o ro`` so the kernel refuses most of them first).
+
+Open files: ``open`` needs no download; it pins the file's version (its
+content key) for the life of the handle, so a live run's file that changes
+upstream is a new object and an open handle never mixes two versions. Files of
+finished runs are opened with ``keep_cache`` so the kernel's page cache serves
+re-reads without reaching Python.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import os
+import stat
+import threading
+import time
+from typing import Any
+
+# mfusepy loads libfuse2 first when both are installed; we need libfuse3.
+os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
+
+import mfusepy  # noqa: E402
+
+from wfs.cache import BlockCache, CachedFile  # noqa: E402
+from wfs.errno_map import to_errno  # noqa: E402
+from wfs.namespace import DirNode, FileNode, Namespace, Node  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+FUSE_FILL_DIR_PLUS = 1 << 1
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
+
+
+def _fail(exc: BaseException) -> mfusepy.FuseOSError:
+    return mfusepy.FuseOSError(to_errno(exc))
+
+
+class WfsOperations(mfusepy.Operations):
+    """Read-only FUSE operations over a ``Namespace`` and a ``BlockCache``."""
+
+    use_ns = True  # times in nanoseconds
+
+    def __init__(self, namespace: Namespace, cache: BlockCache, *, on_ready=None):
+        self._namespace = namespace
+        self._cache = cache
+        self._on_ready = on_ready
+        self._uid = os.getuid()
+        self._gid = os.getgid()
+        self._mount_time_ns = time.time_ns()
+        self._fh_counter = itertools.count(1)
+        self._files: dict[int, CachedFile] = {}
+        self._dirs: dict[int, list[tuple[str, Node]]] = {}
+        self._lock = threading.Lock()
+        self.timeouts = {"entry": 1.0, "attr": 1.0, "negative": 1.0}
+
+    # ------------------------------------------------------------ helpers
+    def _resolve(self, path: str) -> Node:
+        try:
+            return self._namespace.resolve(path)
+        except Exception as exc:
+            raise _fail(exc) from None
+
+    def attrs(self, node: Node) -> dict[str, Any]:
+        """The stat fields of a node (mode 0444 files, 0555 folders, owned by the mounter)."""
+        if isinstance(node, FileNode):
+            mtime = node.file.updated_at
+            mtime_ns = int(mtime * 1e9) if mtime else self._mount_time_ns
+            size = node.file.size_bytes
+            return {
+                "st_mode": stat.S_IFREG | 0o444,
+                "st_nlink": 1,
+                "st_size": size,
+                "st_blocks": (size + 511) // 512,
+                "st_blksize": 128 * 1024,
+                "st_uid": self._uid,
+                "st_gid": self._gid,
+                "st_mtime": mtime_ns,
+                "st_ctime": mtime_ns,
+                "st_atime": mtime_ns,
+            }
+        mtime_ns = int(node.mtime * 1e9) if node.mtime else self._mount_time_ns
+        return {
+            "st_mode": stat.S_IFDIR | 0o555,
+            "st_nlink": 2,
+            "st_size": 0,
+            "st_uid": self._uid,
+            "st_gid": self._gid,
+            "st_mtime": mtime_ns,
+            "st_ctime": mtime_ns,
+            "st_atime": mtime_ns,
+        }
+
+    # ---------------------------------------------------------- lifecycle
+    @mfusepy.overrides(mfusepy.Operations)
+    def init_with_config(self, conn_info, config_3) -> None:
+        if config_3 is not None:
+            config_3.entry_timeout = self.timeouts["entry"]
+            config_3.attr_timeout = self.timeouts["attr"]
+            config_3.negative_timeout = self.timeouts["negative"]
+        logger.info("mounted")
+        if self._on_ready is not None:
+            self._on_ready()
+
+    @mfusepy.overrides(mfusepy.Operations)
+    def destroy(self, path: str) -> None:
+        logger.info("unmounting")
+        self._cache.close()
+
+    # ---------------------------------------------------------- metadata
+    @mfusepy.overrides(mfusepy.Operations)
+    def getattr(self, path: str, fh: Any = None) -> dict[str, Any]:
+        return self.attrs(self._resolve(path))
+
+    @mfusepy.overrides(mfusepy.Operations)
+    def opendir(self, path: str) -> int:
+        try:
+            entries = self._namespace.list(path)
+        except Exception as exc:
+            raise _fail(exc) from None
+        fh = next(self._fh_counter)
+        with self._lock:
+            self._dirs[fh] = entries
+        return fh
+
+    @mfusepy.overrides(mfusepy.Operations)
+    def readdir_with_offset(self, path: str, offset: int, fh: int):
+        entries = self._dirs.get(fh)
+        if entries is None:
+            raise mfusepy.FuseOSError(errno.EBADF)
+        # Offsets are positions in this handle's snapshot (+3 after . and ..).
+        listing = [(".", None), ("..", None)] + entries
+        for index in range(offset, len(listing)):
+            name, node = listing[index]
+            attrs = self.attrs(node) if node is not None else {"st_mode": stat.S_IFDIR | 0o555}
+            yield name, attrs, index + 1
+
+    @mfusepy.overrides(mfusepy.Operations)
+    def releasedir(self, path: str, fh: int) -> int:
+        with self._lock:
+            self._dirs.pop(fh, None)
+        return 0
+
+    @mfusepy.overrides(mfusepy.Operations)
+    def statfs(self, path: str) -> dict[str, int]:
+        stats = self._cache.stats()
+        block = 4096
+        return {
+            "f_bsize": block,
+            "f_frsize": block,
+            "f_blocks": max(stats.max_bytes // block, 1),
+            "f_bfree": 0,
+            "f_bavail": 0,
+            "f_files": 0,
+            "f_ffree": 0,
+            "f_namemax": 255,
+        }
+
+    # -------------------------------------------------------------- bytes
+    @mfusepy.overrides(mfusepy.Operations)
+    def open(self, path: str, fi) -> int:
+        if fi.flags & _WRITE_FLAGS:
+            raise mfusepy.FuseOSError(errno.EROFS)
+        node = self._resolve(path)
+        if not isinstance(node, FileNode):
+            raise mfusepy.FuseOSError(errno.EISDIR)
+        handle = self._cache.open(
+            node.content_key,
+            node.file.size_bytes,
+            self._namespace.fetcher(node),
+            md5_b64=node.file.md5,
+        )
+        fh = next(self._fh_counter)
+        with self._lock:
+            self._files[fh] = handle
+        fi.fh = fh
+        fi.keep_cache = 1 if node.immutable else 0
+        return 0
+
+    @mfusepy.overrides(mfusepy.Operations)
+    def read(self, path: str, size: int, offset: int, fi) -> bytes:
+        handle = self._files.get(fi.fh)
+        if handle is None:
+            raise mfusepy.FuseOSError(errno.EBADF)
+        try:
+            return handle.read(offset, size)
+        except Exception as exc:
+            logger.warning("read of %s at %d failed: %s", path, offset, exc)
+            raise _fail(exc) from None
+
+    @mfusepy.overrides(mfusepy.Operations)
+    def release(self, path: str, fi) -> int:
+        with self._lock:
+            handle = self._files.pop(fi.fh, None)
+        if handle is not None:
+            handle.close()
+        return 0
+
+    # -------------------------------------------------------- read-only
+    def _read_only(self, *args, **kwargs):
+        raise mfusepy.FuseOSError(errno.EROFS)
+
+    create = mkdir = mknod = rmdir = unlink = rename = symlink = link = _read_only
+    chmod = chown = truncate = utimens = write = setxattr = removexattr = _read_only
+
+
+class WfsFUSE(mfusepy.FUSE):
+    """mfusepy's FUSE with readdirplus: ``readdir`` hands the kernel full attributes.
+
+    Stock mfusepy passes only ``st_mode`` to libfuse3's filler, so ``ls -l``
+    would cost one ``getattr`` round trip per entry. Here every entry carries
+    its whole ``stat`` with ``FUSE_FILL_DIR_PLUS`` and a real offset, so the
+    kernel can page through a 10,000-entry folder and cache the attributes.
+    """
+
+    def readdir_fuse_3(self, path, buf, filler, offset, fip, flags):
+        decoded = None if path is None else path.decode(self.encoding, self.errors)
+        plus = FUSE_FILL_DIR_PLUS if flags & 1 else 0
+        st = mfusepy.c_stat()
+        for name, attrs, next_offset in self.operations.readdir_with_offset(decoded, offset, fip.contents.fh):
+            mfusepy.ctypes.memset(mfusepy.ctypes.byref(st), 0, mfusepy.ctypes.sizeof(st))
+            mfusepy.set_st_attrs(st, attrs, use_ns=True)
+            if filler(buf, name.encode(self.encoding, self.errors), st, next_offset, plus) != 0:
+                break
+        return 0
