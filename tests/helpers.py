@@ -38,6 +38,29 @@ RUN1_FILES: dict[str, object] = {
     "big/huge.bin": Generated(size_bytes=GIB, seed=11, md5=False),
 }
 
+# A 10,000-file run spread over nested folders.
+BIG_RUN_FILES: dict[str, bytes] = {
+    **{f"media/images/img_{i:05d}.png": b"%d" % i for i in range(9000)},
+    **{f"artifact/{i:03d}/wandb_manifest.json": b"{}" for i in range(500)},
+    **{f"logs/part_{i:04d}.txt": b"log %d\n" % i for i in range(499)},
+    "output.log": b"done\n",
+}
+
+# Names W&B accepts that a careless mount would mishandle.
+HOSTILE_FILES: dict[str, bytes] = {
+    "../escape.txt": b"dotdot",
+    "../../etc/passwd": b"not the real one",
+    "/abs.txt": b"leading slash",
+    "a//b.txt": b"empty component",
+    "./dot.txt": b"dot component",
+    "sp ace [1]*:@?.txt": b"specials",
+    "ctrl\x01char.txt": b"control",
+    "long-" + "x" * 300 + ".txt": b"long",
+    "dup": b"file named like a folder",
+    "dup/inner.txt": b"inside the folder",
+    "néstéd/ünï.txt": b"non-ascii",
+}
+
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()

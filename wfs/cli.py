@@ -178,6 +178,7 @@ def serve(config: WfsConfig, mountpoint: Path, *, viewer=None, on_ready=None) ->
     from wfs.fuse_ops import WfsFUSE, WfsOperations
     from wfs.mounting import tune_readahead
     from wfs.namespace import Namespace
+    from wfs.namespace.store import ListingStore
 
     client = WandbClient(
         config.base_url,
@@ -187,7 +188,8 @@ def serve(config: WfsConfig, mountpoint: Path, *, viewer=None, on_ready=None) ->
         read_timeout_seconds=config.read_timeout_seconds,
         max_retries=config.max_retries,
     )
-    namespace = Namespace(client, config, viewer)
+    store = ListingStore(config.cache_dir / "metadata.sqlite3")
+    namespace = Namespace(client, config, viewer, store)
     cache = BlockCache(config.cache_dir, config.cache_max_bytes, config.block_size_bytes)
 
     def ready():
@@ -213,6 +215,7 @@ def serve(config: WfsConfig, mountpoint: Path, *, viewer=None, on_ready=None) ->
         WfsFUSE(ops, str(mountpoint), foreground=True, raw_fi=True, **options)
     finally:
         cache.close()
+        store.close()
         client.close()
 
 

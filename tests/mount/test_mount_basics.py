@@ -19,7 +19,7 @@ RUN1 = ("alice", "proj", "run1")
 def test_tree_shows_entities_projects_runs_and_nested_files(server, mounted):
     root = mounted.path
     assert sorted(os.listdir(root)) == ["alice", "team-a"]
-    assert os.listdir(root / "alice") == ["proj"]
+    assert sorted(os.listdir(root / "alice")) == ["big", "odd", "proj"]
     assert sorted(os.listdir(root / "alice/proj")) == ["live1", "run1", "run2"]
     run = root / "alice/proj/run1"
     assert sorted(os.listdir(run)) == sorted({name.split("/")[0] for name in RUN1_FILES})

@@ -106,6 +106,35 @@ _Q_RUN_FILES = """query RunFiles($entity: String, $project: String, $run: String
   }
 }"""
 
+# One request answers "is NAME a file, a folder, or nothing?" for a run whose
+# listing is not loaded: an exact-name look-up plus the first name under NAME/.
+_Q_LOOKUP = f"""query LookupName($entity: String, $project: String, $run: String!, $names: [String],
+                $pattern: String) {{
+  project(name: $project, entityName: $entity) {{
+    run(name: $run) {{
+      {_RUN_FIELDS}
+      exact: files(names: $names, first: 1) {{
+        edges {{ node {{ id name url directUrl sizeBytes mimetype updatedAt md5 }} }}
+      }}
+      under: files(pattern: $pattern, first: 1) {{ edges {{ node {{ name }} }} }}
+    }}
+  }}
+}}"""
+
+
+def like_escape(text: str) -> str:
+    """Escape SQL LIKE wildcards so ``text`` matches only itself."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+@dataclass(frozen=True)
+class NameLookup:
+    """What one name is inside a run: a file, a folder (names exist under it), or neither."""
+
+    run: Run
+    file: RunFile | None
+    is_folder: bool
+
 
 @dataclass(frozen=True)
 class ClientStats:
@@ -459,6 +488,36 @@ class WandbClient:
             chunk_set = set(chunk)
             found.extend(f for f in self._iter_files(entity, project, run_id, chunk) if f.name in chunk_set)
         return found
+
+    def lookup_name(self, entity: str, project: str, run_id: str, name: str) -> NameLookup:
+        """One request: the run, the file called ``name`` (if any), and whether ``name/`` has files."""
+        what = f"{entity}/{project}/{run_id}"
+        variables = {
+            "entity": entity,
+            "project": project,
+            "run": run_id,
+            "names": [name],
+            "pattern": like_escape(name) + "/%",
+        }
+        data = self._graphql(_Q_LOOKUP, variables, f"{what}/{name}")
+        project_node = data.get("project")
+        if not isinstance(project_node, dict):
+            raise NotFound(f"{entity}/{project}")
+        run_node = project_node.get("run")
+        if not isinstance(run_node, dict):
+            raise NotFound(what)
+        run = self._run(run_node, entity, project, what)
+        found = None
+        for edge in (run_node.get("exact") or {}).get("edges") or []:
+            node = (edge or {}).get("node")
+            if isinstance(node, dict) and node.get("name") == name:
+                found = self._file(node, entity, project, run_id, what)
+        under = [
+            (edge or {}).get("node", {}).get("name", "")
+            for edge in (run_node.get("under") or {}).get("edges") or []
+        ]
+        is_folder = any(isinstance(n, str) and n.startswith(name + "/") for n in under)
+        return NameLookup(run=run, file=found, is_folder=is_folder)
 
     # ------------------------------------------------------------------ bytes
 

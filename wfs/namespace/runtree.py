@@ -36,7 +36,9 @@ class RunTree:
         self.root = DirEntry()
         self.file_count = 0
         placed: list[tuple[tuple[str, ...], RunFile]] = []
-        for run_file in sorted(files, key=lambda f: f.name):
+        # Names already in canonical form ("a/b", not "/a//b") claim their path
+        # first, so an exact-name look-up and the full listing always agree.
+        for run_file in sorted(files, key=lambda f: ("/".join(name_components(f.name)) != f.name, f.name)):
             components = name_components(run_file.name)
             if components:
                 placed.append((components, run_file))

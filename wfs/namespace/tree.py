@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass
 from typing import Callable, Union
 
@@ -27,6 +28,7 @@ from wfs.config import WfsConfig
 from wfs.namespace.memo import Memo
 from wfs.namespace.paths import is_probe_name, split_path
 from wfs.namespace.runtree import DirEntry, RunTree
+from wfs.namespace.store import ListingStore
 
 logger = logging.getLogger(__name__)
 
@@ -64,13 +66,27 @@ class FileNode:
 Node = Union[DirNode, FileNode]
 
 
+def _run_time(run: Run) -> float:
+    return run.heartbeat_at or run.created_at or 0.0
+
+
+def _is_plain(component: str) -> bool:
+    """True when a displayed component is, unchanged, the W&B name component.
+
+    Renamed (``~2``, ``~file``, shortened) and escaped (``%2E%2E``) components
+    need the run's full listing to map back; plain ones can be looked up exactly.
+    """
+    return "~" not in component and "%" not in component
+
+
 class Namespace:
     """Resolves and lists mount paths, caching W&B metadata by the rules above."""
 
-    def __init__(self, client, config: WfsConfig, viewer: Viewer | None = None):
+    def __init__(self, client, config: WfsConfig, viewer: Viewer | None = None, store: ListingStore | None = None):
         self._client = client
         self._config = config
         self._viewer = viewer
+        self._store = store
         self._subpath = split_path(config.subpath)
         self._memo: Memo = Memo(maxsize=16384)
 
@@ -109,7 +125,7 @@ class Namespace:
         return value
 
     def _entity(self, entity: str) -> None:
-        if entity in self._known_entities():
+        if entity in self._known_entities() or (self._store and self._store.has_entity(entity)):
             return
         self._maybe(("entity", entity), lambda: self._client.entity_exists(entity) or _MISSING)
 
@@ -125,6 +141,8 @@ class Namespace:
             if project in listed:
                 return listed[project]
             raise NotFound(f"{entity}/{project}")
+        if self._store and self._store.has_project(entity, project):
+            return Project(entity, project)
         return self._maybe(("project", entity, project), lambda: self._client.project(entity, project))
 
     def _runs(self, entity: str, project: str) -> dict[str, Run]:
@@ -137,11 +155,25 @@ class Namespace:
         return self._memo.get(("runs", entity, project), load, self._dir_ttl)
 
     def _run(self, entity: str, project: str, run_id: str) -> Run:
-        return self._maybe(("run", entity, project, run_id), lambda: self._client.run(entity, project, run_id))
+        def load():
+            stored = self._store.run(entity, project, run_id) if self._store else None
+            return stored or self._client.run(entity, project, run_id)
+
+        return self._maybe(("run", entity, project, run_id), load)
+
+    def _stored(self, run: Run) -> bool:
+        return bool(self._store and run.is_finished and self._store.run(run.entity, run.project, run.run_id))
 
     def _run_tree(self, run: Run) -> RunTree:
         def load():
-            return RunTree(self._client.iter_run_files(run.entity, run.project, run.run_id))
+            files = None
+            if self._store and run.is_finished:
+                files = self._store.files(run.entity, run.project, run.run_id)
+            if files is None:
+                files = list(self._client.iter_run_files(run.entity, run.project, run.run_id))
+                if self._store:
+                    self._store.save(run, files, time.time())
+            return RunTree(files)
 
         key = ("files", run.entity, run.project, run.run_id)
         return self._memo.get(key, load, lambda _tree: self._run_ttl(run))
@@ -153,31 +185,60 @@ class Namespace:
     def resolve(self, path: str) -> Node:
         """The node at ``path``; raises ``NotFound`` (or another ``WandbError``)."""
         parts = self._absolute(path)
-        if any(is_probe_name(part) for part in parts[:4]):
+        if any(is_probe_name(part) for part in parts[:3]):
             raise NotFound(path)
         if not parts:
             return DirNode("root")
         self._entity(parts[0])
         if len(parts) == 1:
             return DirNode("entity")
-        project = self._project(parts[0], parts[1])
         if len(parts) == 2:
+            project = self._project(parts[0], parts[1])
             return DirNode("project", mtime=project.created_at or 0.0)
         run = self._run(parts[0], parts[1], parts[2])
         if len(parts) == 3:
-            return DirNode("run", mtime=run.heartbeat_at or run.created_at or 0.0, run=run)
-        if any(is_probe_name(part) for part in parts[3:]):
-            tree = self._memo.peek(("files", run.entity, run.project, run.run_id))
-            if tree is None:
+            return DirNode("run", mtime=_run_time(run), run=run)
+        inner = parts[3:]
+        tree = self._memo.peek(("files", run.entity, run.project, run.run_id))
+        if tree is None and self._stored(run):
+            tree = self._run_tree(run)  # free: read from the listing store
+        if tree is None:
+            if any(is_probe_name(part) for part in inner):
                 raise NotFound(path)
-        else:
+            if all(_is_plain(part) for part in inner):
+                return self._lookup(run, inner)
             tree = self._run_tree(run)
-        entry = tree.lookup(parts[3:])
+        entry = tree.lookup(inner)
         if entry is None:
             raise NotFound(path)
         if isinstance(entry, DirEntry):
             return DirNode("folder", mtime=entry.mtime, run=run)
         return FileNode(entry.file, run)
+
+    def _lookup(self, run: Run, inner: tuple[str, ...]) -> Node:
+        """Resolve a path inside a run whose listing is not loaded: one exact look-up."""
+        name = "/".join(inner)
+        key = ("lookup", run.entity, run.project, run.run_id, name)
+
+        def load():
+            try:
+                return self._client.lookup_name(run.entity, run.project, run.run_id, name)
+            except NotFound:
+                return _MISSING
+
+        def ttl(found) -> float:
+            if found is _MISSING or (found.file is None and not found.is_folder):
+                return self._config.negative_ttl_seconds
+            return self._run_ttl(found.run)
+
+        found = self._memo.get(key, load, ttl)
+        if found is _MISSING:
+            raise NotFound(name)
+        if found.is_folder:
+            return DirNode("folder", mtime=_run_time(found.run), run=found.run)
+        if found.file is None:
+            raise NotFound(f"{run.entity}/{run.project}/{run.run_id}/{name}")
+        return FileNode(found.file, found.run)
 
     def list(self, path: str) -> list[tuple[str, Node]]:
         """The entries of the folder at ``path`` with their nodes (no extra requests)."""
@@ -194,7 +255,7 @@ class Namespace:
             ]
         if node.level == "project":
             return [
-                (run_id, DirNode("run", mtime=r.heartbeat_at or r.created_at or 0.0, run=r))
+                (run_id, DirNode("run", mtime=_run_time(r), run=r))
                 for run_id, r in sorted(self._runs(parts[0], parts[1]).items())
             ]
         run = node.run

@@ -129,9 +129,11 @@ class ApiHandler(QuietHandler):
         if body.get("variables") is not None and not isinstance(body.get("variables"), dict):
             self.send_json(400, {"errors": [{"message": "variables must be an object"}]})
             return
-        result, roots = app.graphql.run(body, app.request_context(username))
+        result, roots, operation = app.graphql.run(body, app.request_context(username))
         for name in roots:
             app.counters.add_to("graphql_ops", name)
+        if operation:
+            app.counters.add_to("graphql_operations", operation)
         self.send_json(200, result)
 
     # --- /files/... ----------------------------------------------------------

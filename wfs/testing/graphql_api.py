@@ -449,24 +449,34 @@ def root_field_names(document, operation_name: str | None) -> list[str]:
     return names
 
 
+def operation_label(document, operation_name: str | None) -> str:
+    """The operation's name (``RunFiles``), or ``anonymous``: what the stats count per request."""
+    ops = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    if operation_name:
+        return operation_name
+    if len(ops) == 1 and ops[0].name:
+        return ops[0].name.value
+    return "anonymous"
+
+
 class GraphQLApi:
     """Parses, validates and executes one request body against the schema."""
 
     def __init__(self) -> None:
         self.schema = load_schema()
 
-    def run(self, body: dict, ctx: RequestContext) -> tuple[dict, list[str]]:
-        """Returns (response JSON, root field names for the stats)."""
+    def run(self, body: dict, ctx: RequestContext) -> tuple[dict, list[str], str | None]:
+        """Returns (response JSON, root field names, operation name) for the stats."""
         query = body.get("query")
         variables = body.get("variables") or None
         operation_name = body.get("operationName") or None
         try:
             document = parse(query)
         except GraphQLError as err:
-            return {"errors": [err.formatted]}, []
+            return {"errors": [err.formatted]}, [], None
         errors = validate(self.schema, document)
         if errors:
-            return {"errors": [e.formatted for e in errors]}, []
+            return {"errors": [e.formatted for e in errors]}, [], None
         roots = root_field_names(document, operation_name)
         result = execute(
             self.schema,
@@ -479,4 +489,4 @@ class GraphQLApi:
         out: dict[str, Any] = {"data": result.data}
         if result.errors:
             out["errors"] = [e.formatted for e in result.errors]
-        return out, roots
+        return out, roots, operation_label(document, operation_name)

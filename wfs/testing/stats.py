@@ -19,7 +19,7 @@ _SCALARS = (
     "bytes_served",
     "storage_auth_headers",
 )
-_MAPS = ("graphql_ops", "bytes_by_file", "status_counts")
+_MAPS = ("graphql_ops", "graphql_operations", "bytes_by_file", "status_counts")
 
 
 class Stats:

@@ -1,0 +1,122 @@
+"""Listings at scale, freshness by run state, exact look-ups, faithful names (request counts from the server)."""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+
+from helpers import BIG_RUN_FILES, HOSTILE_FILES, wait_for
+
+
+def graphql(server) -> int:
+    return server.stats()["graphql_requests"]
+
+
+def walk_ls_l(root) -> int:
+    """What `ls -lR` does: list every folder and stat every entry."""
+    count = 0
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            os.lstat(os.path.join(dirpath, name))
+            count += 1
+    return count
+
+
+def test_cold_ls_lR_of_10000_files_costs_pages_plus_two(server, mounted):
+    run = mounted.path / "alice/big/r10k"
+    server.reset_stats()
+    entries = walk_ls_l(run)
+    files = len(BIG_RUN_FILES)
+    assert entries >= files
+    cold = graphql(server)
+    assert cold <= math.ceil(files / 1000) + 2, server.stats()["graphql_operations"]
+    server.reset_stats()
+    assert walk_ls_l(run) == entries
+    assert graphql(server) == 0
+
+
+def test_cold_stat_of_one_file_costs_at_most_three_requests(server, mounted):
+    server.reset_stats()
+    st = os.stat(mounted.path / "alice/big/r10k/output.log")
+    assert st.st_size == len(BIG_RUN_FILES["output.log"])
+    assert graphql(server) <= 3, server.stats()["graphql_operations"]
+    assert server.stats()["graphql_operations"].get("RunFiles", 0) == 0  # no walk of the run
+
+
+def test_missing_file_is_remembered_for_a_while(server, mounted):
+    os.stat(mounted.path / "alice/big/r10k/output.log")
+    server.reset_stats()
+    for _ in range(5):
+        assert not (mounted.path / "alice/big/r10k/no-such-file").exists()
+    assert graphql(server) <= 1
+
+
+def test_finished_run_relisted_after_remount_costs_nothing(server, mount_wfs, tmp_path):
+    first = mount_wfs(name="m1")
+    names = sorted(os.listdir(first.path / "alice/proj/run1/media/images"))
+    walk_ls_l(first.path / "alice/proj/run1")
+    subprocess_unmount(first.path)
+    second = mount_wfs(name="m2", cache_dir=first.cache_dir)
+    server.reset_stats()
+    assert sorted(os.listdir(second.path / "alice/proj/run1/media/images")) == names
+    walk_ls_l(second.path / "alice/proj/run1")
+    assert graphql(server) == 0, server.stats()["graphql_operations"]
+
+
+def subprocess_unmount(path):
+    import subprocess
+
+    subprocess.run(["fusermount3", "-u", str(path)], check=True, timeout=30)
+    wait_for(lambda: not os.path.ismount(path), what="unmount")
+
+
+def test_running_run_shows_new_size_and_bytes_after_ttl(server, mount_wfs):
+    mount = mount_wfs("--running-ttl", "1")
+    path = mount.path / "alice/proj/live1/output.log"
+    try:
+        old = path.read_bytes()
+        new = old + b"line 2\n" * 1000
+        server.put_file("alice", "proj", "live1", "output.log", new)
+        wait_for(lambda: os.stat(path).st_size == len(new), timeout=15, what="new size of output.log")
+        assert path.read_bytes() == new
+    finally:
+        server.put_file("alice", "proj", "live1", "output.log", b"line 1\n")
+
+
+def test_sixteen_threads_listing_one_run_cause_one_listing(server, mounted):
+    run = mounted.path / "alice/big/r10k/media/images"
+    os.stat(mounted.path / "alice/big/r10k")
+    server.reset_stats()
+    results, barrier = [], threading.Barrier(16)
+
+    def worker():
+        barrier.wait(10)
+        results.append(len(os.listdir(run)))
+
+    threads = [threading.Thread(target=worker) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == [9000] * 16
+    assert server.stats()["graphql_operations"].get("RunFiles", 0) == math.ceil(len(BIG_RUN_FILES) / 1000)
+
+
+def test_hostile_names_are_listed_and_readable_inside_the_run(server, mounted, tmp_path):
+    run = mounted.path / "alice/odd/hostile"
+    seen = {}
+    for dirpath, _dirs, files in os.walk(run):
+        for name in files:
+            seen[os.path.relpath(os.path.join(dirpath, name), run)] = open(os.path.join(dirpath, name), "rb").read()
+    assert sorted(seen.values()) == sorted(HOSTILE_FILES.values())
+    assert seen["%2E%2E/escape.txt"] == b"dotdot"
+    assert seen["%2E%2E/%2E%2E/etc/passwd"] == b"not the real one"
+    assert seen["abs.txt"] == b"leading slash"
+    assert seen["dup~file"] == b"file named like a folder"
+    assert seen["dup/inner.txt"] == b"inside the folder"
+    assert seen["ctrl\x01char.txt"] == b"control"
+    assert all(len(os.path.basename(p).encode()) <= 255 for p in seen)
+    # Nothing was written outside the cache dir (tmp_path holds mount, cache and logs only).
+    assert not (mounted.path.parent / "escape.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["cache", "home", "mnt", "mnt.log"])

@@ -1,0 +1,114 @@
+"""Listings of finished runs, kept on disk so a remount re-lists them for free.
+
+A finished run's metadata cannot change, so once listed it is written to a
+small SQLite file in the cache dir and served from there after a remount.
+Running runs are never stored. The file holds metadata only (names, sizes,
+md5, times): no API key and no signed URL (``direct_url`` is dropped; reads
+get a fresh one through the API host).
+
+SQLite does the locking, so several mounts may share one cache dir. A
+damaged store is set aside and rebuilt: it only ever saves requests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sqlite3
+import threading
+from pathlib import Path
+
+from wfs.client.models import Run, RunFile
+
+logger = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    entity TEXT NOT NULL, project TEXT NOT NULL, run_id TEXT NOT NULL,
+    run TEXT NOT NULL, files TEXT NOT NULL, stored_at REAL NOT NULL,
+    PRIMARY KEY (entity, project, run_id)
+)
+"""
+MAX_RUNS = 20000  # oldest listings are dropped past this
+
+
+class ListingStore:
+    def __init__(self, path: Path):
+        self._path = path
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+        try:
+            self._db = self._open()
+        except sqlite3.DatabaseError as exc:
+            logger.warning("metadata store %s is damaged (%s); starting a new one", path, exc)
+            try:
+                os.replace(path, path.with_suffix(".damaged"))
+                self._db = self._open()
+            except (OSError, sqlite3.Error) as again:
+                logger.warning("metadata store disabled: %s", again)
+        except (OSError, sqlite3.Error) as exc:
+            logger.warning("metadata store disabled: %s", exc)
+
+    def _open(self) -> sqlite3.Connection:
+        self._path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        db = sqlite3.connect(self._path, check_same_thread=False, timeout=10)
+        os.chmod(self._path, 0o600)
+        db.execute(_SCHEMA)
+        db.commit()
+        return db
+
+    def _query(self, sql: str, args: tuple) -> list:
+        if self._db is None:
+            return []
+        with self._lock:
+            try:
+                return self._db.execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                logger.warning("metadata store read failed: %s", exc)
+                return []
+
+    def run(self, entity: str, project: str, run_id: str) -> Run | None:
+        rows = self._query(
+            "SELECT run FROM runs WHERE entity=? AND project=? AND run_id=?", (entity, project, run_id)
+        )
+        return Run(**json.loads(rows[0][0])) if rows else None
+
+    def files(self, entity: str, project: str, run_id: str) -> list[RunFile] | None:
+        rows = self._query(
+            "SELECT files FROM runs WHERE entity=? AND project=? AND run_id=?", (entity, project, run_id)
+        )
+        return [RunFile(**item) for item in json.loads(rows[0][0])] if rows else None
+
+    def has_project(self, entity: str, project: str) -> bool:
+        return bool(self._query("SELECT 1 FROM runs WHERE entity=? AND project=? LIMIT 1", (entity, project)))
+
+    def has_entity(self, entity: str) -> bool:
+        return bool(self._query("SELECT 1 FROM runs WHERE entity=? LIMIT 1", (entity,)))
+
+    def save(self, run: Run, files: list[RunFile], now: float) -> None:
+        """Remember a finished run's listing (running runs are ignored)."""
+        if self._db is None or not run.is_finished:
+            return
+        run_json = json.dumps(dataclasses.asdict(run))
+        files_json = json.dumps([dataclasses.asdict(dataclasses.replace(f, direct_url=None)) for f in files])
+        with self._lock:
+            try:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?)",
+                    (run.entity, run.project, run.run_id, run_json, files_json, now),
+                )
+                self._db.execute(
+                    "DELETE FROM runs WHERE rowid IN (SELECT rowid FROM runs ORDER BY stored_at DESC LIMIT -1 OFFSET ?)",
+                    (MAX_RUNS,),
+                )
+                self._db.commit()
+            except sqlite3.Error as exc:  # a full disk must not break listings
+                logger.warning("could not store the listing of %s/%s/%s: %s", run.entity, run.project, run.run_id, exc)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
