@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import API_KEY, BIG_RUN_FILES, HOSTILE_FILES, OTHER_KEY, RUN1_FILES, Mount, force_unmount, wait_for, wfs_env
+from helpers import API_KEY, BIG_RUN_FILES, CACHE_RUN_FILES, SMALL_FILES_RUN, HOSTILE_FILES, OTHER_KEY, RUN1_FILES, Mount, force_unmount, wait_for, wfs_env
 from wfs.testing.server import WandbTestServer
 
 
@@ -33,6 +33,8 @@ def seed(server: WandbTestServer) -> None:
     add_run(server, "bob", "bproj", "brun1", {"hello.txt": b"hi bob\n"}, state="finished")
     add_run(server, "alice", "big", "r10k", BIG_RUN_FILES, state="finished")
     add_run(server, "alice", "odd", "hostile", HOSTILE_FILES, state="finished")
+    add_run(server, "alice", "cache", "c1", CACHE_RUN_FILES, state="finished")
+    add_run(server, "alice", "cache", "small", SMALL_FILES_RUN, state="finished")
 
 
 @pytest.fixture(scope="session")

@@ -61,6 +61,15 @@ HOSTILE_FILES: dict[str, bytes] = {
     "néstéd/ünï.txt": b"non-ascii",
 }
 
+# For cache tests: one 200 MB file and ten 20 MB ones (md5 given, so verified).
+CACHE_RUN_FILES: dict[str, object] = {
+    "f200.bin": Generated(size_bytes=200 * MIB, seed=21),
+    **{f"parts/p{i}.bin": Generated(size_bytes=20 * MIB, seed=100 + i) for i in range(10)},
+}
+
+# 120 small files in one folder, for folder read-ahead.
+SMALL_FILES_RUN: dict[str, bytes] = {f"media/images/s_{i:04d}.png": bytes([i % 251]) * (1000 + 37 * i) for i in range(120)}
+
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()

@@ -179,6 +179,7 @@ def serve(config: WfsConfig, mountpoint: Path, *, viewer=None, on_ready=None) ->
     from wfs.mounting import tune_readahead
     from wfs.namespace import Namespace
     from wfs.namespace.store import ListingStore
+    from wfs.prefetch import FolderReadAhead
 
     client = WandbClient(
         config.base_url,
@@ -197,7 +198,8 @@ def serve(config: WfsConfig, mountpoint: Path, *, viewer=None, on_ready=None) ->
         if on_ready is not None:
             on_ready()
 
-    ops = WfsOperations(namespace, cache, on_ready=ready)
+    readahead = FolderReadAhead(namespace, cache, max_file_bytes=config.block_size_bytes)
+    ops = WfsOperations(namespace, cache, on_ready=ready, folder_readahead=readahead)
     ops.timeouts = {
         "entry": config.ttl_running_seconds,
         "attr": config.ttl_running_seconds,

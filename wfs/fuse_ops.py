@@ -47,10 +47,11 @@ class WfsOperations(mfusepy.Operations):
 
     use_ns = True  # times in nanoseconds
 
-    def __init__(self, namespace: Namespace, cache: BlockCache, *, on_ready=None):
+    def __init__(self, namespace: Namespace, cache: BlockCache, *, on_ready=None, folder_readahead=None):
         self._namespace = namespace
         self._cache = cache
         self._on_ready = on_ready
+        self._folder_readahead = folder_readahead
         self._uid = os.getuid()
         self._gid = os.getgid()
         self._mount_time_ns = time.time_ns()
@@ -181,6 +182,8 @@ class WfsOperations(mfusepy.Operations):
             self._files[fh] = handle
         fi.fh = fh
         fi.keep_cache = 1 if node.immutable else 0
+        if self._folder_readahead is not None:
+            self._folder_readahead.on_open(path, node)
         return 0
 
     @mfusepy.overrides(mfusepy.Operations)
