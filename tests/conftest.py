@@ -33,6 +33,9 @@ def seed(server: WandbTestServer) -> None:
     add_run(server, "bob", "bproj", "brun1", {"hello.txt": b"hi bob\n"}, state="finished")
     add_run(server, "alice", "big", "r10k", BIG_RUN_FILES, state="finished")
     add_run(server, "alice", "odd", "hostile", HOSTILE_FILES, state="finished")
+    add_run(server, "alice", "dups", "d1", {"a.txt": b"first"}, state="finished", display_name="same", created_at=1_700_000_000)
+    add_run(server, "alice", "dups", "d2", {"a.txt": b"second"}, state="finished", display_name="same", created_at=1_700_000_100)
+    add_run(server, "alice", "dups", "d3", {"a.txt": b"third"}, state="finished", display_name="d1", created_at=1_700_000_200)
     add_run(server, "alice", "cache", "c1", CACHE_RUN_FILES, state="finished")
     add_run(server, "alice", "cache", "small", SMALL_FILES_RUN, state="finished")
 

@@ -103,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     mount.add_argument("--cache-max-size", type=_size, default=parse_size("10G"), metavar="SIZE", help="cache cap, e.g. 20G (default 10G)")
     mount.add_argument("--dir-cache-time", type=_seconds, default=60.0, metavar="SECONDS", help="how long entity, project and run lists are cached (default 60)")
     mount.add_argument("--running-ttl", type=_seconds, default=5.0, metavar="SECONDS", help="how long a running run's file list is cached (default 5)")
+    mount.add_argument("--hide-internal-files", action="store_true", help="hide W&B's artifact/*/wandb_manifest.json entries")
     mount.add_argument("--allow-other", action="store_true", help="let other users see the mount (needs user_allow_other)")
     mount.add_argument("-o", dest="fuse_options", action="append", default=[], metavar="OPT", help="extra FUSE option (repeatable)")
     mount.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground and log to stderr")
@@ -142,6 +143,7 @@ def _config_from_args(args, base_url: str, api_key: str) -> WfsConfig:
         ttl_running_seconds=args.running_ttl,
         subpath=args.subpath.strip("/"),
         allow_other=args.allow_other,
+        hide_internal_files=args.hide_internal_files,
         fuse_options=tuple(args.fuse_options),
     )
 

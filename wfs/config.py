@@ -46,6 +46,7 @@ class WfsConfig:
     ttl_running_seconds: float = 5.0  # files of a running run (live output.log)
     dir_cache_time_seconds: float = 60.0  # entity, project and run lists
     negative_ttl_seconds: float = 10.0  # "no such file" answers
+    hide_internal_files: bool = False  # hide artifact/<id>/wandb_manifest.json entries
     # Network.
     page_size: int = 1000
     connect_timeout_seconds: float = 10.0

@@ -30,7 +30,7 @@ import mfusepy  # noqa: E402
 
 from wfs.cache import BlockCache, CachedFile  # noqa: E402
 from wfs.errno_map import to_errno  # noqa: E402
-from wfs.namespace import DirNode, FileNode, Namespace, Node  # noqa: E402
+from wfs.namespace import DirNode, FileNode, LinkNode, Namespace, Node  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +87,17 @@ class WfsOperations(mfusepy.Operations):
                 "st_atime": mtime_ns,
             }
         mtime_ns = int(node.mtime * 1e9) if node.mtime else self._mount_time_ns
+        if isinstance(node, LinkNode):
+            return {
+                "st_mode": stat.S_IFLNK | 0o777,
+                "st_nlink": 1,
+                "st_size": len(node.target.encode("utf-8", "surrogateescape")),
+                "st_uid": self._uid,
+                "st_gid": self._gid,
+                "st_mtime": mtime_ns,
+                "st_ctime": mtime_ns,
+                "st_atime": mtime_ns,
+            }
         return {
             "st_mode": stat.S_IFDIR | 0o555,
             "st_nlink": 2,
@@ -118,6 +129,13 @@ class WfsOperations(mfusepy.Operations):
     @mfusepy.overrides(mfusepy.Operations)
     def getattr(self, path: str, fh: Any = None) -> dict[str, Any]:
         return self.attrs(self._resolve(path))
+
+    @mfusepy.overrides(mfusepy.Operations)
+    def readlink(self, path: str) -> str:
+        node = self._resolve(path)
+        if not isinstance(node, LinkNode):
+            raise mfusepy.FuseOSError(errno.EINVAL)
+        return node.target
 
     @mfusepy.overrides(mfusepy.Operations)
     def opendir(self, path: str) -> int:

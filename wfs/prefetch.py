@@ -53,6 +53,7 @@ class FolderReadAhead:
         self._max_files = max_files
         self._first_window = first_window
         self._walks: TTLCache = TTLCache(maxsize=256, ttl=listing_ttl_seconds)
+        self._first_open: TTLCache = TTLCache(maxsize=1024, ttl=listing_ttl_seconds)
         self._lock = threading.Lock()
 
     def _walk(self, folder: str) -> _Walk | None:
@@ -77,10 +78,18 @@ class FolderReadAhead:
         """Note that ``path`` was opened; maybe warm the files after it."""
         folder, _, name = path.rpartition("/")
         folder = folder or "/"
+        with self._lock:
+            known = folder in self._walks
+            previous = self._first_open.get(folder)
+            if not known and previous in (None, name):
+                self._first_open[folder] = name  # one open is no walk: do not even list
+                return
         walk = self._walk(folder)
         if walk is None or name not in walk.index:
             return
         with self._lock:
+            if not known and previous in walk.index:
+                walk.last_index = walk.index[previous]
             position = walk.index[name]
             moving_forward = 0 < position - walk.last_index <= 2
             walk.streak = walk.streak + 1 if moving_forward else 0

@@ -120,3 +120,35 @@ def test_hostile_names_are_listed_and_readable_inside_the_run(server, mounted, t
     # Nothing was written outside the cache dir (tmp_path holds mount, cache and logs only).
     assert not (mounted.path.parent / "escape.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["cache", "home", "mnt", "mnt.log"])
+
+
+def test_runs_also_appear_by_display_name_as_symlinks(server, mounted):
+    project = mounted.path / "alice/proj"
+    entries = set(os.listdir(project))
+    assert {"run1", "run2", "live1", "brisk-sun-1", "calm-moon-2", "live-one"} <= entries
+    assert os.readlink(project / "brisk-sun-1") == "run1"
+    assert (project / "brisk-sun-1" / "config.yaml").read_bytes() == (project / "run1/config.yaml").read_bytes()
+
+
+def test_duplicate_display_names_follow_the_documented_rule(server, mounted):
+    project = mounted.path / "alice/dups"
+    links = {name: os.readlink(project / name) for name in os.listdir(project) if os.path.islink(project / name)}
+    # Oldest keeps the plain name; later ones and names equal to a run id get ~<run_id>.
+    assert links == {"same": "d1", "same~d2": "d2", "d1~d3": "d3"}
+
+
+def test_display_name_lookup_before_listing_costs_one_request(server, mount_wfs):
+    mount = mount_wfs(name="dn")
+    os.stat(mount.path / "alice/proj")
+    server.reset_stats()
+    assert (mount.path / "alice/proj/calm-moon-2/x.txt").read_bytes() == b"x"
+    ops = server.stats()["graphql_operations"]
+    assert ops.get("Runs", 0) == 1 and "RunFiles" not in ops, ops
+
+
+def test_internal_manifests_hidden_only_when_asked(server, mount_wfs):
+    shown = mount_wfs(name="shown")
+    assert len(os.listdir(shown.path / "alice/big/r10k/artifact")) == 500
+    hidden = mount_wfs("--hide-internal-files", name="hidden")
+    assert "artifact" not in os.listdir(hidden.path / "alice/big/r10k")
+    assert not (hidden.path / "alice/big/r10k/artifact/001/wandb_manifest.json").exists()

@@ -23,6 +23,7 @@ Invariants:
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -433,7 +434,10 @@ class WandbClient:
             raise NotFound(what)
         return self._project(node, entity, what)
 
-    def iter_runs(self, entity: str, project: str, order: str = "+created_at") -> Iterator[Run]:
+    def iter_runs(
+        self, entity: str, project: str, order: str = "+created_at", display_name: str | None = None
+    ) -> Iterator[Run]:
+        """A project's runs, oldest first, lazily; only those called ``display_name`` if given."""
         what = f"{entity}/{project}"
 
         def connection(data: dict[str, Any]) -> Any:
@@ -442,7 +446,8 @@ class WandbClient:
                 raise NotFound(what)
             return node.get("runs")
 
-        variables = {"entity": entity, "project": project, "filters": "{}", "order": order}
+        filters = json.dumps({"displayName": display_name} if display_name is not None else {})
+        variables = {"entity": entity, "project": project, "filters": filters, "order": order}
         for node in self._paginate(_Q_RUNS, variables, connection, f"runs of {what}"):
             yield self._run(node, entity, project, what)
 

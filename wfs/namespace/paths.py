@@ -25,11 +25,19 @@ The rules, in order:
    keeps the name and the file shows as ``a~file``.
 5. When two W&B names still map to the same path, the first in sorted order
    keeps it and the others get ``~2``, ``~3``, … before their extension.
+
+Run folders are named by run id. Each project folder also offers its runs by
+display name, as symlinks to the run-id folder (``display_links``): the
+oldest run (by creation time, then run id) with a display name gets the
+plain name, later runs with the same display name get ``<name>~<run_id>``,
+and so does any name that equals a run id or a probe name. A ``/`` in a
+display name shows as ``%2F``.
 """
 
 from __future__ import annotations
 
 import hashlib
+from typing import Iterable
 
 NAME_MAX_BYTES = 255
 FILE_FOLDER_SUFFIX = "~file"
@@ -125,3 +133,18 @@ def with_suffix(component: str, suffix: str) -> str:
     if not dot or not stem:
         stem, ext, dot = component, "", ""
     return _shorten(f"{stem}{suffix}{dot}{ext}")
+
+
+def display_links(runs: Iterable, run_ids: set[str] | frozenset[str] = frozenset()) -> dict[str, str]:
+    """Symlink name -> run id for runs that have a display name (see the module rules)."""
+    ordered = sorted(runs, key=lambda r: (r.created_at or 0.0, r.run_id))
+    links: dict[str, str] = {}
+    for run in ordered:
+        display = run.display_name
+        if not display or display == run.run_id:
+            continue
+        base = "%2E" if display == "." else safe_component(display.replace("/", "%2F"))
+        if base in links or base in run_ids or is_probe_name(base):
+            base = append_suffix(base, f"~{run.run_id}")
+        links[base] = run.run_id
+    return links

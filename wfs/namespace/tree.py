@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from dataclasses import dataclass
 from typing import Callable, Union
@@ -26,13 +27,14 @@ from wfs.client.errors import NotFound
 from wfs.client.models import Project, Run, RunFile, Viewer
 from wfs.config import WfsConfig
 from wfs.namespace.memo import Memo
-from wfs.namespace.paths import is_probe_name, split_path
+from wfs.namespace.paths import display_links, is_probe_name, split_path
 from wfs.namespace.runtree import DirEntry, RunTree
 from wfs.namespace.store import ListingStore
 
 logger = logging.getLogger(__name__)
 
 _MISSING = object()  # memoised "not found"
+_INTERNAL_FILE = re.compile(r"^artifact/[^/]+/wandb_manifest\.json$")
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,15 @@ class FileNode:
         return f"path:{f.entity}/{f.project}/{f.run_id}/{f.name}@{f.updated_at}:{f.size_bytes}"
 
 
-Node = Union[DirNode, FileNode]
+@dataclass(frozen=True)
+class LinkNode:
+    """A run by its display name: a symlink to the run-id folder beside it."""
+
+    target: str
+    mtime: float = 0.0
+
+
+Node = Union[DirNode, FileNode, LinkNode]
 
 
 def _run_time(run: Run) -> float:
@@ -161,6 +171,9 @@ class Namespace:
 
         return self._maybe(("run", entity, project, run_id), load)
 
+    def _shown(self, run_file: RunFile) -> bool:
+        return not (self._config.hide_internal_files and _INTERNAL_FILE.match(run_file.name))
+
     def _stored(self, run: Run) -> bool:
         return bool(self._store and run.is_finished and self._store.run(run.entity, run.project, run.run_id))
 
@@ -173,7 +186,7 @@ class Namespace:
                 files = list(self._client.iter_run_files(run.entity, run.project, run.run_id))
                 if self._store:
                     self._store.save(run, files, time.time())
-            return RunTree(files)
+            return RunTree(f for f in files if self._shown(f))
 
         key = ("files", run.entity, run.project, run.run_id)
         return self._memo.get(key, load, lambda _tree: self._run_ttl(run))
@@ -195,7 +208,14 @@ class Namespace:
         if len(parts) == 2:
             project = self._project(parts[0], parts[1])
             return DirNode("project", mtime=project.created_at or 0.0)
-        run = self._run(parts[0], parts[1], parts[2])
+        try:
+            run = self._run(parts[0], parts[1], parts[2])
+        except NotFound:
+            if len(parts) == 3:
+                link = self._display_link(parts[0], parts[1], parts[2])
+                if link is not None:
+                    return link
+            raise
         if len(parts) == 3:
             return DirNode("run", mtime=_run_time(run), run=run)
         inner = parts[3:]
@@ -205,7 +225,8 @@ class Namespace:
         if tree is None:
             if any(is_probe_name(part) for part in inner):
                 raise NotFound(path)
-            if all(_is_plain(part) for part in inner):
+            hidden_area = self._config.hide_internal_files and inner[0] == "artifact"
+            if not hidden_area and all(_is_plain(part) for part in inner):
                 return self._lookup(run, inner)
             tree = self._run_tree(run)
         entry = tree.lookup(inner)
@@ -214,6 +235,27 @@ class Namespace:
         if isinstance(entry, DirEntry):
             return DirNode("folder", mtime=entry.mtime, run=run)
         return FileNode(entry.file, run)
+
+    def _display_link(self, entity: str, project: str, name: str) -> LinkNode | None:
+        """The run that ``name`` (a display-name symlink) points to, if any."""
+        listed = self._memo.peek(("runs", entity, project))
+        if listed is not None:
+            target = display_links(listed.values(), frozenset(listed)).get(name)
+            return LinkNode(target, _run_time(listed[target])) if target else None
+        # Not listed yet: ask W&B for the runs with that display name (one request).
+        base = name.rpartition("~")[0] if "~" in name else name
+        if not base or "%" in base or "~" in base:
+            return None
+
+        def load():
+            return list(self._client.iter_runs(entity, project, display_name=base))
+
+        named = self._memo.get(("named", entity, project, base), load, self._dir_ttl)
+        target = display_links(named).get(name)
+        if target is None:
+            return None
+        run = next(r for r in named if r.run_id == target)
+        return LinkNode(target, _run_time(run))
 
     def _lookup(self, run: Run, inner: tuple[str, ...]) -> Node:
         """Resolve a path inside a run whose listing is not loaded: one exact look-up."""
@@ -236,7 +278,7 @@ class Namespace:
             raise NotFound(name)
         if found.is_folder:
             return DirNode("folder", mtime=_run_time(found.run), run=found.run)
-        if found.file is None:
+        if found.file is None or not self._shown(found.file):
             raise NotFound(f"{run.entity}/{run.project}/{run.run_id}/{name}")
         return FileNode(found.file, found.run)
 
@@ -254,10 +296,13 @@ class Namespace:
                 for name, p in sorted(self._projects(parts[0]).items())
             ]
         if node.level == "project":
-            return [
-                (run_id, DirNode("run", mtime=_run_time(r), run=r))
-                for run_id, r in sorted(self._runs(parts[0], parts[1]).items())
+            runs = self._runs(parts[0], parts[1])
+            entries: list[tuple[str, Node]] = [
+                (run_id, DirNode("run", mtime=_run_time(r), run=r)) for run_id, r in sorted(runs.items())
             ]
+            links = display_links(runs.values(), frozenset(runs))
+            entries += [(name, LinkNode(run_id, _run_time(runs[run_id]))) for name, run_id in sorted(links.items())]
+            return entries
         run = node.run
         assert run is not None
         entry = self._run_tree(run).lookup(parts[3:])
