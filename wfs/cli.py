@@ -8,6 +8,7 @@ are logged in full to the log file, if any, and summarised on stderr).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -110,10 +111,27 @@ def build_parser() -> argparse.ArgumentParser:
     mount.add_argument("--log-file", help="write the daemon's log here")
     mount.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
     mount.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
+    mount.add_argument("--offline", action="store_true", help="no network: serve stored listings and cached bytes only")
+    mount.add_argument("--timeout", type=_seconds, default=30.0, metavar="SECONDS", help="longest wait for W&B in one file operation, retries included (default 30)")
+    mount.add_argument("--retries", type=int, default=5, metavar="N", help="retries of a failed request (default 5)")
+    mount.add_argument("--max-requests-per-second", type=float, default=1.0, metavar="N", help="GraphQL request budget, bursts of 20 (default 1, W&B's guidance; 0: no limit)")
+    mount.add_argument("--max-byte-requests-per-second", type=float, default=50.0, metavar="N", help="byte-range request budget (default 50; 0: no limit)")
+    mount.add_argument("--backoff", type=_seconds, default=1.0, help=argparse.SUPPRESS)
+    mount.add_argument("--backoff-max", type=_seconds, default=10.0, help=argparse.SUPPRESS)
+    mount.add_argument("--offline-cooldown", type=_seconds, default=5.0, help=argparse.SUPPRESS)
 
     unmount = sub.add_parser("unmount", aliases=["umount"], help="unmount a wfs mount")
     unmount.add_argument("mountpoint", metavar="MOUNTPOINT")
     unmount.add_argument("--lazy", action="store_true", help="detach now even if busy")
+
+    status = sub.add_parser("status", help="show wfs mounts: cache use, hit rate, requests")
+    status.add_argument("mountpoint", nargs="?", metavar="MOUNTPOINT", help="one mount (default: all)")
+    status.add_argument("--json", action="store_true", help="print the raw status JSON")
+
+    prefetch = sub.add_parser("prefetch", help="warm the cache with files or whole folders of a mount")
+    prefetch.add_argument("paths", nargs="+", metavar="PATH", help="files or folders inside a wfs mount")
+    prefetch.add_argument("-j", "--jobs", type=int, default=8, help="parallel files (default 8)")
+    prefetch.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     cache = sub.add_parser("cache", help="inspect or trim the block cache")
     cache.add_argument("action", choices=["stats", "clear", "prune"])
@@ -145,7 +163,47 @@ def _config_from_args(args, base_url: str, api_key: str) -> WfsConfig:
         allow_other=args.allow_other,
         hide_internal_files=args.hide_internal_files,
         fuse_options=tuple(args.fuse_options),
+        **_network_config(args),
     )
+
+
+def _network_config(args) -> dict:
+    """The ``WfsConfig`` fields of the retry, timeout, budget and offline flags."""
+    timeout = args.timeout
+    return {
+        "offline": args.offline,
+        "operation_timeout_seconds": timeout,
+        "connect_timeout_seconds": min(10.0, timeout) if timeout else 10.0,
+        "read_timeout_seconds": min(30.0, timeout) if timeout else 30.0,
+        "max_retries": max(0, args.retries),
+        "backoff_factor_seconds": args.backoff,
+        "backoff_max_seconds": args.backoff_max,
+        "max_requests_per_second": max(0.0, args.max_requests_per_second),
+        "max_byte_requests_per_second": max(0.0, args.max_byte_requests_per_second),
+        "offline_cooldown_seconds": args.offline_cooldown,
+    }
+
+
+def make_client(config: WfsConfig, **overrides):
+    """The ``WandbClient`` a mount uses, from its config (``overrides`` for the start-up probe)."""
+    from wfs.client import WandbClient
+
+    settings = dict(
+        page_size=config.page_size,
+        connect_timeout_seconds=config.connect_timeout_seconds,
+        read_timeout_seconds=config.read_timeout_seconds,
+        max_retries=config.max_retries,
+        backoff_factor_seconds=config.backoff_factor_seconds,
+        backoff_max_seconds=config.backoff_max_seconds,
+        operation_timeout_seconds=config.operation_timeout_seconds,
+        max_requests_per_second=config.max_requests_per_second,
+        request_burst=config.request_burst,
+        max_byte_requests_per_second=config.max_byte_requests_per_second,
+        offline_cooldown_seconds=config.offline_cooldown_seconds,
+        offline=config.offline,
+    )
+    settings.update(overrides)
+    return WandbClient(config.base_url, config.api_key, **settings)
 
 
 def _check_account(client, config: WfsConfig):
@@ -176,21 +234,13 @@ def _check_account(client, config: WfsConfig):
 def serve(config: WfsConfig, mountpoint: Path, *, viewer=None, on_ready=None) -> None:
     """Build client, namespace, cache and FUSE, and serve until unmounted (blocks)."""
     from wfs.cache import BlockCache
-    from wfs.client import WandbClient
     from wfs.fuse_ops import WfsFUSE, WfsOperations
     from wfs.mounting import tune_readahead
     from wfs.namespace import Namespace
     from wfs.namespace.store import ListingStore
     from wfs.prefetch import FolderReadAhead
 
-    client = WandbClient(
-        config.base_url,
-        config.api_key,
-        page_size=config.page_size,
-        connect_timeout_seconds=config.connect_timeout_seconds,
-        read_timeout_seconds=config.read_timeout_seconds,
-        max_retries=config.max_retries,
-    )
+    client = make_client(config)
     store = ListingStore(config.cache_dir / "metadata.sqlite3")
     namespace = Namespace(client, config, viewer, store)
     cache = BlockCache(config.cache_dir, config.cache_max_bytes, config.block_size_bytes)
@@ -201,7 +251,29 @@ def serve(config: WfsConfig, mountpoint: Path, *, viewer=None, on_ready=None) ->
             on_ready()
 
     readahead = FolderReadAhead(namespace, cache, max_file_bytes=config.block_size_bytes)
-    ops = WfsOperations(namespace, cache, on_ready=ready, folder_readahead=readahead)
+
+    def status() -> dict:
+        cache_stats, client_stats = cache.stats(), client.stats()
+        return {
+            "mountpoint": str(mountpoint),
+            "base_url": config.base_url,
+            "subpath": config.subpath,
+            "pid": os.getpid(),
+            "offline": bool(getattr(config, "offline", False)),
+            "cache": {
+                "dir": str(config.cache_dir),
+                "used_bytes": cache_stats.used_bytes,
+                "max_bytes": cache_stats.max_bytes,
+                "objects": cache_stats.objects,
+                "hits": cache_stats.hits,
+                "misses": cache_stats.misses,
+                "hit_rate": cache_stats.hit_rate,
+                "bytes_fetched": cache_stats.bytes_fetched,
+            },
+            "requests": dataclasses.asdict(client_stats),
+        }
+
+    ops = WfsOperations(namespace, cache, on_ready=ready, folder_readahead=readahead, status=status)
     ops.timeouts = {
         "entry": config.ttl_running_seconds,
         "attr": config.ttl_running_seconds,
@@ -224,8 +296,7 @@ def serve(config: WfsConfig, mountpoint: Path, *, viewer=None, on_ready=None) ->
 
 
 def cmd_mount(args) -> int:
-    from wfs.client import WandbClient
-    from wfs.mounting import MountError, ReadyPipe, check_fuse, check_mountpoint, spawn_daemon
+    from wfs.mounting import MountError, ReadyPipe, check_fuse, check_mountpoint, secure_cache_dir, spawn_daemon
 
     ready_pipe = ReadyPipe(args.ready_fd)
     mountpoint = Path(args.mountpoint).expanduser().absolute()
@@ -237,22 +308,28 @@ def cmd_mount(args) -> int:
         base_url, api_key = _resolve_credentials(args.base_url)
         add_redaction(api_key)
         config = _config_from_args(args, base_url, api_key)
-        config.cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.umask(0o077)  # whatever the daemon creates (cache, store, logs) is private
+        secure_cache_dir(config.cache_dir)
+        probe_settings = {"max_retries": min(1, config.max_retries), "max_requests_per_second": 0.0,
+                          "operation_timeout_seconds": min(15.0, config.operation_timeout_seconds or 15.0)}
         if not args.foreground:
             # Validate in the parent so a bad key fails fast, then hand over.
-            probe = WandbClient(base_url, api_key, max_retries=1)
-            try:
-                _check_account(probe, config)
-            finally:
-                probe.close()
+            if not config.offline:
+                probe = make_client(config, **probe_settings)
+                try:
+                    _check_account(probe, config)
+                finally:
+                    probe.close()
             spawn_daemon(args.argv, mountpoint)
             print(f"wfs: mounted {base_url} at {mountpoint}", file=sys.stderr)
             return EXIT_OK
-        probe = WandbClient(base_url, api_key, max_retries=1)
-        try:
-            viewer = _check_account(probe, config)
-        finally:
-            probe.close()
+        viewer = None
+        if not config.offline:
+            probe = make_client(config, **probe_settings)
+            try:
+                viewer = _check_account(probe, config)
+            finally:
+                probe.close()
         logger.info("mounting %s%s at %s", base_url, f"/{config.subpath}" if config.subpath else "", mountpoint)
         serve(config, mountpoint, viewer=viewer, on_ready=lambda: ready_pipe.send("ok"))
         return EXIT_OK
@@ -272,6 +349,56 @@ def cmd_unmount(args) -> int:
         unmount(Path(args.mountpoint).expanduser().absolute(), lazy=args.lazy)
     except MountError as exc:
         print(f"wfs: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+def cmd_status(args) -> int:
+    import json
+
+    from wfs.mounts import read_status, wfs_mounts
+
+    mountpoints = [Path(args.mountpoint).expanduser().absolute()] if args.mountpoint else wfs_mounts()
+    if not mountpoints:
+        print("no wfs mounts", file=sys.stderr)
+        return EXIT_OK
+    statuses = []
+    for mountpoint in mountpoints:
+        try:
+            statuses.append(read_status(mountpoint))
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{mountpoint} is not a working wfs mount ({exc})") from None
+    if args.json:
+        print(json.dumps(statuses if not args.mountpoint else statuses[0], indent=2))
+        return EXIT_OK
+    for st in statuses:
+        cache, req = st["cache"], st["requests"]
+        print(f"{st['mountpoint']}  ({st['base_url']}{'/' + st['subpath'] if st['subpath'] else ''}, pid {st['pid']})")
+        print(f"  cache     {cache['used_bytes'] / 2**20:,.1f} MiB of {cache['max_bytes'] / 2**20:,.0f} MiB, "
+              f"{cache['objects']} objects, hit rate {cache['hit_rate']:.0%}  ({cache['dir']})")
+        print(f"  requests  {req['graphql_requests']} GraphQL, {req['byte_requests']} byte ranges "
+              f"({req['bytes_received'] / 2**20:,.1f} MiB), {req['retries']} retries, "
+              f"{req.get('in_flight', 0)} in flight")
+        print(f"  offline   {'yes' if st['offline'] else 'no'}")
+    return EXIT_OK
+
+
+def cmd_prefetch(args) -> int:
+    from wfs.mounts import mount_of
+    from wfs.warm import warm
+
+    paths = [Path(p).expanduser().absolute() for p in args.paths]
+    for path in paths:
+        if mount_of(path) is None:
+            raise UserError(f"{path} is not inside a wfs mount")
+        if not path.exists():
+            raise UserError(f"{path} does not exist")
+    result = warm(paths, jobs=args.jobs, show_progress=None if not args.quiet else False)
+    print(f"wfs: prefetched {result.files} files, {result.bytes / 2**20:,.1f} MiB", file=sys.stderr)
+    if result.failed:
+        print(f"wfs: {len(result.failed)} files failed:", file=sys.stderr)
+        for path, reason in result.failed:
+            print(f"  {path}: {reason}", file=sys.stderr)
         return EXIT_ERROR
     return EXIT_OK
 
@@ -301,7 +428,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.argv = argv
-    handlers = {"mount": cmd_mount, "unmount": cmd_unmount, "umount": cmd_unmount, "cache": cmd_cache}
+    handlers = {
+        "mount": cmd_mount,
+        "unmount": cmd_unmount,
+        "umount": cmd_unmount,
+        "status": cmd_status,
+        "prefetch": cmd_prefetch,
+        "cache": cmd_cache,
+    }
     try:
         return handlers[args.command](args)
     except UserError as exc:

@@ -14,8 +14,10 @@ re-reads without reaching Python.
 
 from __future__ import annotations
 
+import datetime
 import errno
 import itertools
+import json
 import logging
 import os
 import stat
@@ -30,16 +32,28 @@ import mfusepy  # noqa: E402
 
 from wfs.cache import BlockCache, CachedFile  # noqa: E402
 from wfs.errno_map import to_errno  # noqa: E402
+from wfs.failures import failure_log  # noqa: E402
 from wfs.namespace import DirNode, FileNode, LinkNode, Namespace, Node  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
 FUSE_FILL_DIR_PLUS = 1 << 1
+STATUS_PATH = "/.wfs/status.json"  # hidden: not listed by readdir of /
+_STATUS_DIR = "/.wfs"
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
 
 
-def _fail(exc: BaseException) -> mfusepy.FuseOSError:
-    return mfusepy.FuseOSError(to_errno(exc))
+def _iso(timestamp: float | None) -> str:
+    if not timestamp:
+        return ""
+    return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _fail(exc: BaseException, op: str = "", path: str = "") -> mfusepy.FuseOSError:
+    code = to_errno(exc)
+    if path:
+        failure_log.report(op, path, exc, code)  # once per path and cause, with both
+    return mfusepy.FuseOSError(code)
 
 
 class WfsOperations(mfusepy.Operations):
@@ -47,7 +61,10 @@ class WfsOperations(mfusepy.Operations):
 
     use_ns = True  # times in nanoseconds
 
-    def __init__(self, namespace: Namespace, cache: BlockCache, *, on_ready=None, folder_readahead=None):
+    def __init__(
+        self, namespace: Namespace, cache: BlockCache, *, on_ready=None, folder_readahead=None, status=None
+    ):
+        self._status = status or (lambda: {})
         self._namespace = namespace
         self._cache = cache
         self._on_ready = on_ready
@@ -56,8 +73,8 @@ class WfsOperations(mfusepy.Operations):
         self._gid = os.getgid()
         self._mount_time_ns = time.time_ns()
         self._fh_counter = itertools.count(1)
-        self._files: dict[int, CachedFile] = {}
-        self._dirs: dict[int, list[tuple[str, Node]]] = {}
+        self._files: dict[int, CachedFile | bytes] = {}
+        self._dirs: dict[int, list[tuple[str, Any]]] = {}
         self._lock = threading.Lock()
         self.timeouts = {"entry": 1.0, "attr": 1.0, "negative": 1.0}
 
@@ -66,7 +83,7 @@ class WfsOperations(mfusepy.Operations):
         try:
             return self._namespace.resolve(path)
         except Exception as exc:
-            raise _fail(exc) from None
+            raise _fail(exc, "lookup", path) from None
 
     def attrs(self, node: Node) -> dict[str, Any]:
         """The stat fields of a node (mode 0444 files, 0555 folders, owned by the mounter)."""
@@ -126,8 +143,17 @@ class WfsOperations(mfusepy.Operations):
         self._cache.close()
 
     # ---------------------------------------------------------- metadata
+    def _status_bytes(self) -> bytes:
+        return (json.dumps(self._status(), indent=2, sort_keys=True) + "\n").encode()
+
     @mfusepy.overrides(mfusepy.Operations)
     def getattr(self, path: str, fh: Any = None) -> dict[str, Any]:
+        if path == _STATUS_DIR:
+            return self.attrs(DirNode("status"))
+        if path == STATUS_PATH:
+            attrs = self.attrs(DirNode("status"))
+            attrs.update(st_mode=stat.S_IFREG | 0o444, st_nlink=1, st_size=len(self._status_bytes()))
+            return attrs
         return self.attrs(self._resolve(path))
 
     @mfusepy.overrides(mfusepy.Operations)
@@ -140,9 +166,12 @@ class WfsOperations(mfusepy.Operations):
     @mfusepy.overrides(mfusepy.Operations)
     def opendir(self, path: str) -> int:
         try:
-            entries = self._namespace.list(path)
+            if path == _STATUS_DIR:
+                entries = [("status.json", self.getattr(STATUS_PATH))]
+            else:
+                entries = self._namespace.list(path)
         except Exception as exc:
-            raise _fail(exc) from None
+            raise _fail(exc, "listing", path) from None
         fh = next(self._fh_counter)
         with self._lock:
             self._dirs[fh] = entries
@@ -157,7 +186,10 @@ class WfsOperations(mfusepy.Operations):
         listing = [(".", None), ("..", None)] + entries
         for index in range(offset, len(listing)):
             name, node = listing[index]
-            attrs = self.attrs(node) if node is not None else {"st_mode": stat.S_IFDIR | 0o555}
+            if node is None:
+                attrs = {"st_mode": stat.S_IFDIR | 0o555}
+            else:
+                attrs = node if isinstance(node, dict) else self.attrs(node)
             yield name, attrs, index + 1
 
     @mfusepy.overrides(mfusepy.Operations)
@@ -186,6 +218,12 @@ class WfsOperations(mfusepy.Operations):
     def open(self, path: str, fi) -> int:
         if fi.flags & _WRITE_FLAGS:
             raise mfusepy.FuseOSError(errno.EROFS)
+        if path == STATUS_PATH:  # a snapshot per open; direct_io so the size may differ
+            fh = next(self._fh_counter)
+            with self._lock:
+                self._files[fh] = self._status_bytes()
+            fi.fh, fi.direct_io = fh, 1
+            return 0
         node = self._resolve(path)
         if not isinstance(node, FileNode):
             raise mfusepy.FuseOSError(errno.EISDIR)
@@ -209,19 +247,52 @@ class WfsOperations(mfusepy.Operations):
         handle = self._files.get(fi.fh)
         if handle is None:
             raise mfusepy.FuseOSError(errno.EBADF)
+        if isinstance(handle, bytes):
+            return handle[offset : offset + size]
         try:
             return handle.read(offset, size)
         except Exception as exc:
-            logger.warning("read of %s at %d failed: %s", path, offset, exc)
-            raise _fail(exc) from None
+            raise _fail(exc, f"read at {offset} of", path) from None
 
     @mfusepy.overrides(mfusepy.Operations)
     def release(self, path: str, fi) -> int:
         with self._lock:
             handle = self._files.pop(fi.fh, None)
-        if handle is not None:
+        if handle is not None and not isinstance(handle, bytes):
             handle.close()
         return 0
+
+    # ------------------------------------------------------------ xattrs
+    def _xattrs(self, path: str) -> dict[str, str]:
+        node = self._resolve(path)
+        if isinstance(node, FileNode):
+            f, run = node.file, node.run
+            return {
+                "user.wandb.md5": f.md5 or "",
+                "user.wandb.updated_at": _iso(f.updated_at),
+                "user.wandb.mimetype": f.mimetype or "",
+                "user.wandb.run_state": run.state or "",
+                "user.wfs.cached": self._cache.state(node.content_key, f.size_bytes),
+            }
+        if isinstance(node, DirNode) and node.level == "run" and node.run is not None:
+            run = node.run
+            return {
+                "user.wandb.display_name": run.display_name or "",
+                "user.wandb.state": run.state or "",
+                "user.wandb.created_at": _iso(run.created_at),
+            }
+        return {}
+
+    @mfusepy.overrides(mfusepy.Operations)
+    def listxattr(self, path: str):
+        return [name for name, value in self._xattrs(path).items() if value]
+
+    @mfusepy.overrides(mfusepy.Operations)
+    def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
+        value = self._xattrs(path).get(name)
+        if not value:
+            raise mfusepy.FuseOSError(mfusepy.ENOATTR)
+        return value.encode()
 
     # -------------------------------------------------------- read-only
     def _read_only(self, *args, **kwargs):
