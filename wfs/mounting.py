@@ -20,6 +20,7 @@ import logging
 import os
 import select
 import shutil
+import stat
 import subprocess
 import sys
 import threading
@@ -71,6 +72,28 @@ def check_mountpoint(path: Path) -> None:
         raise MountError(f"mountpoint {path} is busy: something is already mounted there")
     if not os.access(path, os.R_OK | os.X_OK):
         raise MountError(f"mountpoint {path} is not accessible")
+
+
+def secure_cache_dir(path: Path) -> None:
+    """Create the cache dir 0700, or tighten an existing one we own to 0700.
+
+    Blocks, the listing store and locks live there; other users must not read
+    what this user's key could read.
+    """
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        st = path.stat()
+    except OSError as exc:
+        raise MountError(f"cannot create the cache dir {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise MountError(f"the cache dir {path} is not a directory")
+    if st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) != 0o700:
+        try:
+            os.chmod(path, 0o700)
+        except OSError as exc:
+            raise MountError(f"cannot make the cache dir {path} private: {exc.strerror or exc}") from None
+    elif st.st_uid != os.getuid():
+        raise MountError(f"the cache dir {path} belongs to another user")
 
 
 def wait_mounted(path: Path, timeout_seconds: float) -> bool:

@@ -16,6 +16,16 @@ Invariants:
 * ``read_range(f, start, end)`` returns exactly ``end - start`` bytes or
   raises; bytes are never returned from a response whose ``Content-Range``
   does not match the request. A cut body is resumed from where it stopped.
+  An expired signed URL is refreshed through the ``url`` redirect route, and
+  when that route is absent or fails, through an exact-name file look-up.
+* No call takes longer than ``operation_timeout_seconds`` (retries, backoff
+  and waiting for the request budget included; a paged listing has that much
+  per page): past it, ``Unreachable``. GraphQL requests draw on one token
+  bucket, byte requests on another (``wfs.client.limits``).
+* After a host was found unreachable, calls to it fail at once (a circuit
+  breaker) until a probe call after ``offline_cooldown_seconds`` gets an
+  answer. With ``offline=True`` nothing is ever sent: every call raises
+  ``Unreachable`` at once.
 * The API key goes only to the API origin (see ``wfs.client.http``); signed
   storage URLs are never logged with their query string.
 * Safe to call from many threads at once.
@@ -37,7 +47,8 @@ import requests
 import urllib3.exceptions
 from cachetools import LRUCache
 
-from wfs.client.errors import AuthError, BadResponse, NotFound, Unreachable, UrlExpired, WandbError
+from wfs.client import limits
+from wfs.client.errors import AuthError, BadResponse, NotFound, TransientError, Unreachable, UrlExpired, WandbError
 from wfs.client.http import (
     OriginAuth,
     RetryPolicy,
@@ -167,6 +178,13 @@ class WandbClient:
     ``max_retries`` bounds urllib3 retries per request and body resumes per
     ``read_range``; sleeps grow as ``backoff_factor_seconds * 2**n`` plus
     jitter, never above ``backoff_max_seconds`` (``Retry-After`` included).
+    ``operation_timeout_seconds`` caps one call (0: no cap).
+    ``max_requests_per_second`` / ``max_byte_requests_per_second`` are the
+    token-bucket rates for GraphQL and for byte requests (0: no limit),
+    with bursts of ``request_burst`` / twice the byte rate.
+    ``offline_cooldown_seconds``: how long calls to a host found unreachable
+    fail at once before one is let through to probe it. ``offline``: never
+    touch the network.
     ``session``: an existing ``requests.Session`` to use (proxies, CA bundle);
     the client mounts its retrying adapter on it for ``http://`` and
     ``https://`` and does not close it. Adapters mounted for longer prefixes
@@ -184,6 +202,12 @@ class WandbClient:
         max_retries: int = 5,
         backoff_max_seconds: float = 60,
         backoff_factor_seconds: float = 1.0,
+        operation_timeout_seconds: float = 30.0,
+        max_requests_per_second: float = 0.0,
+        request_burst: float = 20.0,
+        max_byte_requests_per_second: float = 0.0,
+        offline_cooldown_seconds: float = 5.0,
+        offline: bool = False,
         session: requests.Session | None = None,
     ) -> None:
         base = base_url.strip().rstrip("/")
@@ -204,6 +228,12 @@ class WandbClient:
         self._session = build_session(policy, on_retry=lambda: self._counters.add("retries"), session=session)
         self._signed_urls: LRUCache = LRUCache(maxsize=SIGNED_URL_CACHE_SIZE)
         self._signed_lock = threading.Lock()
+        self._operation_timeout_seconds = max(0.0, float(operation_timeout_seconds))
+        self._graphql_bucket = limits.TokenBucket(max_requests_per_second, request_burst)
+        byte_rate = max(0.0, float(max_byte_requests_per_second))
+        self._byte_bucket = limits.TokenBucket(byte_rate, max(1.0, 2 * byte_rate))
+        self._breaker = limits.CircuitBreaker(offline_cooldown_seconds)
+        self.offline = bool(offline)
 
     def __repr__(self) -> str:
         return f"WandbClient(base_url={self.base_url!r})"
@@ -230,17 +260,11 @@ class WandbClient:
 
     def _graphql(self, query: str, variables: dict[str, Any], what: str) -> dict[str, Any]:
         """POST one GraphQL document; return ``data`` or raise a ``WandbError``."""
-        self._counters.add("graphql_requests")
-        try:
-            response = self._session.post(
-                self._graphql_url,
+        with limits.call_scope(self._operation_timeout_seconds):
+            response = self._send(
+                "POST", self._graphql_url, self._graphql_bucket, what, "graphql_requests",
                 json={"query": query, "variables": variables},
-                auth=self._auth,
-                timeout=self._timeout,
-                allow_redirects=False,
             )
-        except requests.RequestException as exc:
-            raise map_request_exception(exc, what, self.host) from None
         with response:
             status = response.status_code
             try:
@@ -274,6 +298,51 @@ class WandbClient:
         if not isinstance(data, dict):
             raise BadResponse(f"{self.host} sent a GraphQL answer without data for {what}")
         return data
+
+    def _send(
+        self, method: str, url: str, bucket: limits.TokenBucket, what: str, counter: str, **kwargs: Any
+    ) -> requests.Response:
+        """One HTTP request (urllib3 retries included) inside the current call's limits.
+
+        Order: offline mode and the circuit breaker (fail at once), a token from
+        ``bucket``, then the request with every attempt's timeout ending by the
+        call's deadline. Connection trouble opens the breaker for the host;
+        any answer closes it.
+        """
+        host = host_of(url)
+        if self.offline:
+            raise Unreachable(f"offline mode: not asking {host} for {what}")
+        ctx = limits.current()
+        assert ctx is not None, "_send outside a call scope"
+        probe = self._breaker.check(host)
+        reported = False
+        try:
+            try:
+                ctx.bucket = bucket
+                bucket.acquire(ctx.deadline)
+            except limits.BudgetExceeded as exc:
+                raise TransientError(f"{exc} for {what}") from None
+            self._counters.add(counter)
+            connect, read = self._timeout
+            try:
+                response = self._session.request(
+                    method, url, auth=self._auth, timeout=limits.DeadlineTimeout(connect, read, ctx.deadline),
+                    allow_redirects=False, **kwargs,
+                )
+            except requests.RequestException as exc:
+                mapped = map_request_exception(exc, what, host)
+                if ctx.deadline.expired() and isinstance(mapped, TransientError):
+                    mapped = Unreachable(f"{host} gave no answer within {ctx.deadline.seconds:g}s for {what}")
+                if isinstance(mapped, Unreachable):
+                    self._breaker.failure(host, str(mapped))
+                    reported = True
+                raise mapped from None
+            self._breaker.success(host)
+            reported = True
+            return response
+        finally:
+            if not reported:
+                self._breaker.release(host, probe)
 
     def _graphql_errors(self, errors: Any, what: str) -> WandbError:
         messages: list[str] = []
@@ -545,14 +614,8 @@ class WandbClient:
                 self._signed_urls[key] = url
 
     def _get(self, url: str, first: int, last: int, what: str) -> requests.Response:
-        self._counters.add("byte_requests")
         headers = {"Range": f"bytes={first}-{last}", "Accept-Encoding": "identity"}
-        try:
-            return self._session.get(
-                url, headers=headers, auth=self._auth, timeout=self._timeout, stream=True, allow_redirects=False
-            )
-        except requests.RequestException as exc:
-            raise map_request_exception(exc, what, host_of(url)) from None
+        return self._send("GET", url, self._byte_bucket, what, "byte_requests", headers=headers, stream=True)
 
     def _read_body(self, response: requests.Response, view: memoryview, skip: int) -> tuple[int, Exception | None]:
         """Discard ``skip`` bytes, then fill ``view`` from the body.
@@ -562,14 +625,19 @@ class WandbClient:
         """
         raw = response.raw
         filled = 0
+        ctx = limits.current()
         try:
             while skip > 0:
+                if ctx is not None and ctx.deadline.expired():
+                    return 0, TimeoutError("call deadline passed")
                 chunk = raw.read(min(READ_CHUNK_BYTES, skip), decode_content=False)
                 if not chunk:
                     return 0, None
                 self._counters.add("bytes_received", len(chunk))
                 skip -= len(chunk)
             while filled < len(view):
+                if ctx is not None and ctx.deadline.expired():
+                    return filled, TimeoutError("call deadline passed")
                 chunk = raw.read(min(READ_CHUNK_BYTES, len(view) - filled), decode_content=False)
                 if not chunk:
                     break
@@ -585,20 +653,29 @@ class WandbClient:
 
         Order of URLs: the cached signed URL, else ``f.direct_url``, else the
         API URL (whose redirect is followed by hand and cached). A 403 (or a
-        400/401 from a storage host) on a signed URL is treated as expiry:
-        the URL is refreshed once through the API URL. A body that ends early
-        is resumed with a Range for the remainder, up to ``max_retries`` times.
+        400/401 from a storage host) on a signed URL is treated as expiry: the
+        URL is refreshed once, through ``f.url``'s redirect when W&B gave one,
+        else (and also when that route answers with an error) by looking the
+        file up by its exact name for a fresh ``directUrl``. A body that ends
+        early is resumed with a Range for the remainder, up to ``max_retries``
+        times. The whole call ends within ``operation_timeout_seconds``.
         """
         if start < 0 or end < start:
             raise ValueError(f"bad byte range [{start}, {end})")
         count = end - start
         if count == 0:
             return b""
+        with limits.call_scope(self._operation_timeout_seconds) as ctx:
+            return self._read_range(f, start, end, ctx)
+
+    def _read_range(self, f: RunFile, start: int, end: int, ctx: limits.CallContext) -> bytes:
+        count = end - start
         key = (f.entity, f.project, f.run_id, f.name)
         what = f"{f.entity}/{f.project}/{f.run_id}/{f.name} [{start}, {end})"
         api_url = self.file_url(f)
         target = self._cached_signed_url(key) or f.direct_url or api_url
-        refreshed = False
+        refreshed = False  # a fresh URL was asked for (at most once per call)
+        looked_up = False  # the exact-name look-up was used (at most once per call)
         hops = 0
         failures = 0
         buffer = bytearray(count)
@@ -620,10 +697,20 @@ class WandbClient:
                     continue
                 on_api = self._auth.applies_to(target)
                 expired_like = status == 403 or (status in (400, 401) and not on_api)
-                if expired_like and target != api_url and not refreshed:
+                if expired_like and not on_api and not refreshed:
                     logger.info("%s answered %d for %s; asking W&B for a fresh URL", host, status, redact_url(target))
                     self._remember_signed_url(key, None)
-                    target, refreshed, hops = api_url, True, 0
+                    refreshed, hops = True, 0
+                    if f.url:
+                        target = api_url
+                    else:
+                        target, looked_up = self._fresh_direct_url(f, key, what), True
+                    continue
+                if on_api and status >= 400 and status not in (401, 403, 416) and not looked_up:
+                    logger.info("%s answered %d on the file route for %s; looking the file up by name",
+                                host, status, what)
+                    refreshed, hops = True, 0
+                    target, looked_up = self._fresh_direct_url(f, key, what), True
                     continue
                 if status == 401:
                     raise AuthError(f"{host} rejected the API key (401) for {what}")
@@ -654,6 +741,8 @@ class WandbClient:
             if got == want:
                 continue
             # The body ended early or the connection broke: resume from ``filled``.
+            if ctx.deadline.expired():
+                raise Unreachable(f"{host} did not send {what} within {ctx.deadline.seconds:g}s")
             failures += 1
             reason = f"connection broke mid-body ({type(cause).__name__})" if cause else "body ended early"
             if failures > self._max_retries:
@@ -666,11 +755,26 @@ class WandbClient:
                 host, reason, redact_url(target), start + filled, failures,
             )
             if got == 0:
-                self._backoff(failures)
+                self._backoff(failures, ctx, host, what)
         return bytes(buffer)
 
-    def _backoff(self, attempt: int) -> None:
+    def _fresh_direct_url(self, f: RunFile, key: tuple[str, ...], what: str) -> str:
+        """A new signed URL for ``f`` from an exact-name look-up (``files_by_name``)."""
+        found = [g for g in self.files_by_name(f.entity, f.project, f.run_id, [f.name]) if g.name == f.name]
+        if not found:
+            raise NotFound(f"{f.entity}/{f.project}/{f.run_id}/{f.name} (gone on {self.host})")
+        fresh = found[0]
+        if fresh.size_bytes != f.size_bytes or (f.md5 and fresh.md5 and fresh.md5 != f.md5):
+            raise BadResponse(f"{what} changed on {self.host} while it was being read")
+        if not fresh.direct_url:
+            raise UrlExpired(f"{self.host} gave no fresh URL for {what}")
+        self._remember_signed_url(key, fresh.direct_url)
+        return fresh.direct_url
+
+    def _backoff(self, attempt: int, ctx: limits.CallContext | None = None, host: str = "", what: str = "") -> None:
         delay = min(self._backoff_max_seconds, self._backoff_factor_seconds * (2 ** (attempt - 1)))
+        if ctx is not None and delay >= ctx.deadline.remaining():
+            raise Unreachable(f"{host} did not send {what} within {ctx.deadline.seconds:g}s")
         if delay > 0:
             time.sleep(delay)
 

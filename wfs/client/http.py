@@ -16,6 +16,9 @@ Invariants:
 * Retries (connection errors, read errors, 429, 500, 502, 503, 504; not 501)
   use exponential backoff with jitter; ``Retry-After`` and ``RateLimit-Reset``
   are honoured; no single sleep exceeds ``backoff_max_seconds``.
+* Inside a client call (``wfs.client.limits.call_scope``) a retry is taken
+  only if its sleep ends before the call's deadline, and every retried
+  request first takes a token from the call's request budget.
 * Log lines name the host and the URL path only: never a key, never a query
   string (signed URLs carry their signature there).
 """
@@ -31,9 +34,10 @@ from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import InvalidHeader
+from urllib3.exceptions import InvalidHeader, MaxRetryError, ResponseError
 from urllib3.util.retry import Retry
 
+from wfs.client import limits
 from wfs.client.errors import RateLimited, TransientError, Unreachable
 
 logger = logging.getLogger(__name__)
@@ -164,16 +168,38 @@ class WfsRetry(Retry):
             return None
         return min(value, self.backoff_max)
 
+    def planned_sleep(self, response=None) -> float:
+        """How long ``sleep(response)`` is about to wait (the jitter may differ slightly)."""
+        if self.respect_retry_after_header and response is not None:
+            retry_after = self.get_retry_after(response)
+            if retry_after:
+                return retry_after
+        return self.get_backoff_time()
+
     def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
         new_retry = super().increment(method, url, response, error, _pool, _stacktrace)
         host = f"{_pool.host}:{_pool.port}" if _pool is not None else "?"
         path = (url or "").split("?", 1)[0]
         cause = f"status {response.status}" if response is not None and response.status else type(error).__name__
         attempt = len(new_retry.history)
+        ctx = limits.current()
+        if ctx is not None and new_retry.planned_sleep(response) >= ctx.deadline.remaining():
+            logger.warning("giving up on %s %s%s after %s: the call's %gs limit would pass before a retry",
+                           method, host, path, cause, ctx.deadline.seconds)
+            raise MaxRetryError(_pool, url, error or ResponseError(f"deadline after {cause}"))
         logger.warning("retrying %s %s%s after %s (retry %d)", method, host, path, cause, attempt)
         if self.on_retry is not None:
             self.on_retry()
         return new_retry
+
+    def sleep(self, response=None) -> None:
+        super().sleep(response)
+        ctx = limits.current()
+        if ctx is not None and ctx.bucket is not None:
+            try:
+                ctx.bucket.acquire(ctx.deadline)
+            except limits.BudgetExceeded as exc:
+                raise MaxRetryError(None, "", ResponseError(str(exc))) from None
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,17 @@ class ListingStore:
     def has_entity(self, entity: str) -> bool:
         return bool(self._query("SELECT 1 FROM runs WHERE entity=? LIMIT 1", (entity,)))
 
+    def entities(self) -> list[str]:
+        return [row[0] for row in self._query("SELECT DISTINCT entity FROM runs ORDER BY entity", ())]
+
+    def projects(self, entity: str) -> list[str]:
+        rows = self._query("SELECT DISTINCT project FROM runs WHERE entity=? ORDER BY project", (entity,))
+        return [row[0] for row in rows]
+
+    def runs(self, entity: str, project: str) -> list[Run]:
+        rows = self._query("SELECT run FROM runs WHERE entity=? AND project=? ORDER BY run_id", (entity, project))
+        return [Run(**json.loads(row[0])) for row in rows]
+
     def save(self, run: Run, files: list[RunFile], now: float) -> None:
         """Remember a finished run's listing (running runs are ignored)."""
         if self._db is None or not run.is_finished:

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Union
 
-from wfs.client.errors import NotFound
+from wfs.client.errors import NotFound, TransientError
 from wfs.client.models import Project, Run, RunFile, Viewer
 from wfs.config import WfsConfig
 from wfs.namespace.memo import Memo
@@ -119,7 +119,12 @@ class Namespace:
         return self._viewer
 
     def _known_entities(self) -> list[str]:
-        viewer = self.viewer()
+        try:
+            viewer = self.viewer()
+        except TransientError:
+            if not self._store:
+                raise
+            return self._store.entities()  # offline, viewer never seen: the entities stored
         return list(dict.fromkeys([viewer.entity, *viewer.teams]))
 
     def _maybe(self, key, load: Callable):
@@ -141,7 +146,12 @@ class Namespace:
 
     def _projects(self, entity: str) -> dict[str, Project]:
         def load():
-            return {p.name: p for p in self._client.iter_projects(entity)}
+            try:
+                return {p.name: p for p in self._client.iter_projects(entity)}
+            except TransientError:
+                if not (self._config.offline and self._store):
+                    raise
+                return {name: Project(entity, name) for name in self._store.projects(entity)}
 
         return self._memo.get(("projects", entity), load, self._dir_ttl)
 
@@ -157,7 +167,12 @@ class Namespace:
 
     def _runs(self, entity: str, project: str) -> dict[str, Run]:
         def load():
-            runs = {r.run_id: r for r in self._client.iter_runs(entity, project)}
+            try:
+                runs = {r.run_id: r for r in self._client.iter_runs(entity, project)}
+            except TransientError:
+                if not (self._config.offline and self._store):
+                    raise
+                runs = {r.run_id: r for r in self._store.runs(entity, project)}
             for run in runs.values():  # later lookups of these runs cost nothing
                 self._memo.put(("run", entity, project, run.run_id), run, self._dir_ttl())
             return runs
