@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     mount.add_argument("--timeout", type=_seconds, default=30.0, metavar="SECONDS", help="longest wait for W&B in one file operation, retries included (default 30)")
     mount.add_argument("--retries", type=int, default=5, metavar="N", help="retries of a failed request (default 5)")
     mount.add_argument("--max-requests-per-second", type=float, default=1.0, metavar="N", help="GraphQL request budget, bursts of 20 (default 1, W&B's guidance; 0: no limit)")
-    mount.add_argument("--max-byte-requests-per-second", type=float, default=50.0, metavar="N", help="byte-range request budget (default 50; 0: no limit)")
+    mount.add_argument("--max-byte-requests-per-second", type=float, default=200.0, metavar="N", help="byte-range request budget, mostly to the storage host (default 200; 0: no limit)")
     mount.add_argument("--backoff", type=_seconds, default=1.0, help=argparse.SUPPRESS)
     mount.add_argument("--backoff-max", type=_seconds, default=10.0, help=argparse.SUPPRESS)
     mount.add_argument("--offline-cooldown", type=_seconds, default=5.0, help=argparse.SUPPRESS)

@@ -57,7 +57,7 @@ class WfsConfig:
     operation_timeout_seconds: float = 30.0  # one client call, retries included: bounds every FUSE call
     max_requests_per_second: float = 1.0  # GraphQL token bucket (W&B asks for about 1/s); 0: no limit
     request_burst: float = 20.0  # GraphQL requests allowed at once before the rate applies
-    max_byte_requests_per_second: float = 50.0  # byte-range requests (storage, file redirects); 0: no limit
+    max_byte_requests_per_second: float = 200.0  # byte-range requests, mostly to storage, not the W&B API; 0: no limit
     offline_cooldown_seconds: float = 5.0  # after W&B is seen unreachable, fail at once this long
     offline: bool = False  # serve from the cache and the stored listings only; no network
     # FUSE.

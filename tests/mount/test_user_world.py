@@ -140,3 +140,15 @@ def test_python_api_mounts_and_unmounts_even_when_the_block_raises(server, tmp_p
     with pytest.raises(MountError, match="not found"):
         with wfs.mount(target, "alice/no-such-project", cache_dir=tmp_path / "c"):
             pass
+
+
+def test_debug_log_has_one_line_per_request_with_timing_and_no_secrets(server, mounted):
+    (mounted.path / "alice/proj/run2/x.txt").read_bytes()
+    log = wait_for(lambda: "-> 206 in" in mounted.log() and mounted.log(), what="request lines in the log")
+    lines = [line for line in log.splitlines() if " ms" in line and "wfs.client.http" in line]
+    assert any("POST http://127.0.0.1" in line and "/graphql -> 200 in" in line for line in lines)
+    assert any("GET http://127.0.0.1" in line and "-> 206 in" in line and "(Range bytes=0-0)" in line for line in lines)
+    assert not any("sig=" in line or "expires=" in line for line in lines)
+    from helpers import API_KEY
+
+    assert API_KEY not in log

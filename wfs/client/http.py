@@ -244,7 +244,22 @@ def build_session(policy: RetryPolicy, on_retry: Callable[[], None] | None = Non
     session.mount("http://", adapter)
     session.headers["User-Agent"] = USER_AGENT
     session.headers.pop("Authorization", None)
+    session.hooks["response"].append(_log_response)
     return session
+
+
+def _log_response(response: requests.Response, *args, **kwargs) -> None:
+    """One debug line per HTTP exchange: method, URL without its query, status, time to headers."""
+    if logger.isEnabledFor(logging.DEBUG):
+        request = response.request
+        logger.debug(
+            "%s %s -> %d in %.1f ms%s",
+            request.method,
+            redact_url(request.url or ""),
+            response.status_code,
+            response.elapsed.total_seconds() * 1000,
+            f" (Range {request.headers['Range']})" if "Range" in request.headers else "",
+        )
 
 
 def status_error(status: int, what: str, host: str) -> Exception | None:
