@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     mount.add_argument("--hide-internal-files", action="store_true", help="hide W&B's artifact/*/wandb_manifest.json entries")
     mount.add_argument("--allow-other", action="store_true", help="let other users see the mount (needs user_allow_other)")
     mount.add_argument("-o", dest="fuse_options", action="append", default=[], metavar="OPT", help="extra FUSE option (repeatable)")
+    mount.add_argument("--daemon-wait", type=_seconds, default=60.0, metavar="SECONDS", help="how long to wait for the background mount to come up (default 60)")
+    mount.add_argument("--read-only", action="store_true", help="accepted for rclone users: wfs is always read-only")
     mount.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground and log to stderr")
     mount.add_argument("--log-file", help="write the daemon's log here")
     mount.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
@@ -349,7 +351,7 @@ def cmd_mount(args) -> int:
                     _check_account(probe, config)
                 finally:
                     probe.close()
-            spawn_daemon(args.argv, mountpoint)
+            spawn_daemon(args.argv, mountpoint, timeout_seconds=args.daemon_wait)
             print(f"wfs: mounted {base_url} at {mountpoint}", file=sys.stderr)
             return EXIT_OK
         viewer = None

@@ -152,3 +152,23 @@ def test_debug_log_has_one_line_per_request_with_timing_and_no_secrets(server, m
     from helpers import API_KEY
 
     assert API_KEY not in log
+
+
+def test_status_shows_requests_in_flight(server, mount_wfs):
+    mount = mount_wfs("--read-only")
+    path = mount.path / "alice/cache/c1/parts/p5.bin"
+    os.stat(path)
+    server.set_faults(latency_seconds=1.0, targets=["storage"])
+    reader = subprocess.Popen(["head", "-c", "100", str(path)], stdout=subprocess.DEVNULL)
+    try:
+        busy = wait_for(
+            lambda: json.loads((mount.path / ".wfs/status.json").read_text())["requests"]["in_flight"] >= 1,
+            timeout=15,
+            what="a read in flight",
+        )
+        assert busy
+    finally:
+        reader.wait(timeout=30)
+        server.set_faults()
+    wait_for(lambda: json.loads((mount.path / ".wfs/status.json").read_text())["requests"]["in_flight"] == 0,
+             timeout=15, what="no request in flight")

@@ -259,7 +259,7 @@ class BlockCache:
                 obj = self._objects[obj_hash]
                 charge = layout.charge_bytes(length)
                 if not self._make_room_locked(charge):
-                    _unlink_quiet(obj.block_path(index))
+                    layout.unlink_quiet(obj.block_path(index))
                     continue
                 self._lru[(obj_hash, index)] = charge
                 obj.present.add(index)
@@ -449,7 +449,7 @@ class BlockCache:
 
     def _on_evict(self, key: BlockKey, _charge: int) -> None:
         obj = self._objects[key[0]]
-        _unlink_quiet(obj.block_path(key[1]))
+        layout.unlink_quiet(obj.block_path(key[1]))
         self._evictions += 1
         self._unindexed_locked(obj, key[1])
 
@@ -474,7 +474,7 @@ class BlockCache:
             self._pinned_bytes -= pin.charge
             pin.charge, pin.written = 0, False
         if unlink:
-            _unlink_quiet(obj.block_path(index))
+            layout.unlink_quiet(obj.block_path(index))
         self._unindexed_locked(obj, index)
 
     def _discard_blocks_locked(self, obj: _Object) -> None:
@@ -920,15 +920,6 @@ class CachedFile:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def _unlink_quiet(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        logger.debug("could not remove %s: %s", path, exc)
 
 
 def _touch(path: str) -> None:

@@ -218,7 +218,8 @@ def _stale_temp(name: str, mtime: float, now: float) -> bool:
     return now - mtime > STALE_TEMP_SECONDS or not _pid_alive(pid)
 
 
-def _unlink_quiet(path: str | Path) -> None:
+def unlink_quiet(path: str | Path) -> None:
+    """Remove a file; a missing one is fine, other errors are only logged."""
     try:
         os.unlink(path)
     except FileNotFoundError:
@@ -288,7 +289,7 @@ def _scan_object(directory: Path, obj_hash: str, now: float, repair: bool) -> Sc
                 except FileNotFoundError:
                     continue
                 if _stale_temp(name, mtime, now):
-                    _unlink_quiet(entry.path)
+                    unlink_quiet(entry.path)
             continue
         if not name.endswith(BLOCK_SUFFIX):
             continue
@@ -302,7 +303,7 @@ def _scan_object(directory: Path, obj_hash: str, now: float, repair: bool) -> Sc
         if expected <= 0 or st.st_size != expected or not entry.is_file(follow_symlinks=False):
             logger.info("discarding cache block %s (length %d, expected %d)", entry.path, st.st_size, expected)
             if repair:
-                _unlink_quiet(entry.path)
+                unlink_quiet(entry.path)
             continue
         found.blocks.append((index, expected, st.st_mtime_ns))
     if not found.blocks:
@@ -338,7 +339,7 @@ def remove_object_dir(directory: Path) -> None:
         return
     except OSError:
         return
-    _unlink_quiet(directory / META_NAME)
+    unlink_quiet(directory / META_NAME)
     try:
         os.rmdir(directory)
     except OSError as exc:

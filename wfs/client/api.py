@@ -33,6 +33,8 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import re
@@ -156,12 +158,22 @@ class ClientStats:
     byte_requests: int = 0
     bytes_received: int = 0
     retries: int = 0
+    in_flight: int = 0  # calls (GraphQL or byte reads) under way right now
 
 
 class _Counters:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._values = {"graphql_requests": 0, "byte_requests": 0, "bytes_received": 0, "retries": 0}
+        self._values = {"graphql_requests": 0, "byte_requests": 0, "bytes_received": 0, "retries": 0, "in_flight": 0}
+
+    @contextlib.contextmanager
+    def call(self):
+        """Count one call as in flight while it runs."""
+        self.add("in_flight")
+        try:
+            yield
+        finally:
+            self.add("in_flight", -1)
 
     def add(self, name: str, amount: int = 1) -> None:
         with self._lock:
@@ -170,6 +182,28 @@ class _Counters:
     def snapshot(self) -> ClientStats:
         with self._lock:
             return ClientStats(**self._values)
+
+
+def _run_node(data: dict[str, Any], entity: str, project: str, run_id: str) -> dict[str, Any]:
+    """``data.project.run`` of an answer; a null project or run is ``NotFound``."""
+    project_node = data.get("project")
+    if not isinstance(project_node, dict):
+        raise NotFound(f"{entity}/{project}")
+    run_node = project_node.get("run")
+    if not isinstance(run_node, dict):
+        raise NotFound(f"{entity}/{project}/{run_id}")
+    return run_node
+
+
+def _in_flight(method):
+    """Count the calls of ``method`` under way in ``ClientStats.in_flight``."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._counters.call():
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class WandbClient:
@@ -258,6 +292,7 @@ class WandbClient:
 
     # ------------------------------------------------------------------ GraphQL
 
+    @_in_flight
     def _graphql(self, query: str, variables: dict[str, Any], what: str) -> dict[str, Any]:
         """POST one GraphQL document; return ``data`` or raise a ``WandbError``."""
         with limits.call_scope(self._operation_timeout_seconds):
@@ -523,25 +558,13 @@ class WandbClient:
     def run(self, entity: str, project: str, run_id: str) -> Run:
         what = f"{entity}/{project}/{run_id}"
         data = self._graphql(_Q_RUN, {"entity": entity, "project": project, "run": run_id}, what)
-        project_node = data.get("project")
-        if not isinstance(project_node, dict):
-            raise NotFound(f"{entity}/{project}")
-        node = project_node.get("run")
-        if not isinstance(node, dict):
-            raise NotFound(what)
-        return self._run(node, entity, project, what)
+        return self._run(_run_node(data, entity, project, run_id), entity, project, what)
 
     def _iter_files(self, entity: str, project: str, run_id: str, names: list[str]) -> Iterator[RunFile]:
         what = f"{entity}/{project}/{run_id}"
 
         def connection(data: dict[str, Any]) -> Any:
-            project_node = data.get("project")
-            if not isinstance(project_node, dict):
-                raise NotFound(f"{entity}/{project}")
-            run_node = project_node.get("run")
-            if not isinstance(run_node, dict):
-                raise NotFound(what)
-            return run_node.get("files")
+            return _run_node(data, entity, project, run_id).get("files")
 
         variables = {"entity": entity, "project": project, "run": run_id, "names": names}
         for node in self._paginate(_Q_RUN_FILES, variables, connection, f"files of {what}"):
@@ -574,12 +597,7 @@ class WandbClient:
             "pattern": like_escape(name) + "/%",
         }
         data = self._graphql(_Q_LOOKUP, variables, f"{what}/{name}")
-        project_node = data.get("project")
-        if not isinstance(project_node, dict):
-            raise NotFound(f"{entity}/{project}")
-        run_node = project_node.get("run")
-        if not isinstance(run_node, dict):
-            raise NotFound(what)
+        run_node = _run_node(data, entity, project, run_id)
         run = self._run(run_node, entity, project, what)
         found = None
         for edge in (run_node.get("exact") or {}).get("edges") or []:
@@ -648,6 +666,7 @@ class WandbClient:
             return filled, exc
         return filled, None
 
+    @_in_flight
     def read_range(self, f: RunFile, start: int, end: int) -> bytes:
         """Bytes ``[start, end)`` of a run file: exactly ``end - start`` of them, or an error.
 
