@@ -284,7 +284,7 @@ def serve(config: WfsConfig, mountpoint: Path, *, viewer=None, on_ready=None) ->
             "base_url": config.base_url,
             "subpath": config.subpath,
             "pid": os.getpid(),
-            "offline": bool(getattr(config, "offline", False)),
+            "offline": config.offline or client.unreachable,
             "cache": {
                 "dir": str(config.cache_dir),
                 "used_bytes": cache_stats.used_bytes,
@@ -409,7 +409,7 @@ def cmd_status(args) -> int:
               f"{cache['objects']} objects, hit rate {cache['hit_rate']:.0%}  ({cache['dir']})")
         print(f"  requests  {req['graphql_requests']} GraphQL, {req['byte_requests']} byte ranges "
               f"({req['bytes_received'] / 2**20:,.1f} MiB), {req['retries']} retries, "
-              f"{req.get('in_flight', 0)} in flight")
+              f"{req['in_flight']} in flight")
         print(f"  offline   {'yes' if st['offline'] else 'no'}")
     return EXIT_OK
 

@@ -9,6 +9,7 @@ ports.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
 import time
@@ -98,11 +99,17 @@ def test_outage_serves_what_is_known_fails_fast_and_recovers(server, mount_wfs):
         assert time.monotonic() - started < 10
         assert mount.proc.poll() is None and os.path.ismount(mount.path)
         assert sorted(os.listdir(run)) == listings[run]
+        assert _status(mount)["offline"] is True
     finally:
         server.start()
     wait_for(lambda: _reads(later, OUTAGE_FILES["later.bin"]), timeout=20, what="the read after the restart")
+    wait_for(lambda: os.listdir(run.parent) and _status(mount)["offline"] is False, timeout=20, what="back online")
     log = mount.log()
     assert "unreachable" in log and "later.bin" in log
+
+
+def _status(mount) -> dict:
+    return json.loads((mount.path / ".wfs/status.json").read_text())
 
 
 def _reads(path, expected) -> bool:

@@ -282,6 +282,11 @@ class WandbClient:
     def page_size(self) -> int:
         return self._page_size
 
+    @property
+    def unreachable(self) -> bool:
+        """True in offline mode, and from a failed call to the API host until one gets an answer."""
+        return self.offline or self._breaker.is_down(self.host)
+
     def stats(self) -> ClientStats:
         return self._counters.snapshot()
 

@@ -169,6 +169,11 @@ class CircuitBreaker:
             if state is not None:
                 state.probing = False
 
+    def is_down(self, host: str) -> bool:
+        """True from a failure until the next call that gets an answer."""
+        with self._lock:
+            return host in self._hosts
+
     def is_open(self, host: str) -> bool:
         with self._lock:
             state = self._hosts.get(host)
