@@ -172,3 +172,21 @@ def test_status_shows_requests_in_flight(server, mount_wfs):
         server.set_faults()
     wait_for(lambda: json.loads((mount.path / ".wfs/status.json").read_text())["requests"]["in_flight"] == 0,
              timeout=15, what="no request in flight")
+
+
+def test_rclone_style_options_reach_the_mount(server, tmp_path):
+    mountpoint = tmp_path / "opts"
+    mountpoint.mkdir()
+    env = wfs_env(tmp_path, server)
+    result = run_wfs(
+        ["mount", str(mountpoint), "alice/proj", "--cache-dir", str(tmp_path / "c"), "--allow-other",
+         "--daemon-wait", "30", "--dir-cache-time", "120", "-o", "noatime", "--read-only"],
+        env,
+    )
+    try:
+        assert result.returncode == 0, result.stderr
+        line = next(l for l in open("/proc/self/mounts") if f" {mountpoint} " in l)
+        assert "fuse.wfs" in line and "allow_other" in line and "ro," in line and "noatime" in line
+        assert "run1" in os.listdir(mountpoint)
+    finally:
+        subprocess.run(["fusermount3", "-uz", str(mountpoint)], timeout=30)
