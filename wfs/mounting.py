@@ -135,6 +135,10 @@ def spawn_daemon(argv: list[str], mountpoint: Path, timeout_seconds: float = REA
         child.terminate()
     if message.startswith("error: "):
         raise MountError(message[len("error: ") :])
+    if message == "ok":
+        raise MountError(
+            f"the daemon started but {mountpoint} did not stay mounted (a FUSE -o option rejected by the kernel?)"
+        )
     raise MountError(f"the wfs daemon did not come up within {timeout_seconds:.0f}s ({message or 'no answer'})")
 
 

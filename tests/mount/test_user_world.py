@@ -190,3 +190,12 @@ def test_rclone_style_options_reach_the_mount(server, tmp_path):
         assert "run1" in os.listdir(mountpoint)
     finally:
         subprocess.run(["fusermount3", "-uz", str(mountpoint)], timeout=30)
+
+
+def test_a_fuse_option_the_kernel_rejects_gives_a_clear_error(server, tmp_path):
+    mountpoint = tmp_path / "bad"
+    mountpoint.mkdir()
+    result = run_wfs(["mount", str(mountpoint), "--cache-dir", str(tmp_path / "c"), "-o", "max_read=131072"],
+                     wfs_env(tmp_path, server))
+    assert result.returncode != 0 and "did not stay mounted" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and not os.path.ismount(mountpoint)
