@@ -140,18 +140,31 @@ class Namespace:
         return value
 
     def _entity(self, entity: str) -> None:
-        if entity in self._known_entities() or (self._store and self._store.has_entity(entity)):
+        if entity in self._known_entities():
             return
-        self._maybe(("entity", entity), lambda: self._client.entity_exists(entity) or _MISSING)
+
+        def load():
+            if self._store and self._store.has_entity(entity):
+                return True
+            return self._client.entity_exists(entity) or _MISSING
+
+        self._maybe(("entity", entity), load)
+
+    def _online_or_stored(self, online: Callable, stored: Callable):
+        """``online()``; with ``--offline``, what the listing store holds instead."""
+        try:
+            return online()
+        except TransientError:
+            if not (self._config.offline and self._store):
+                raise
+            return stored()
 
     def _projects(self, entity: str) -> dict[str, Project]:
         def load():
-            try:
-                return {p.name: p for p in self._client.iter_projects(entity)}
-            except TransientError:
-                if not (self._config.offline and self._store):
-                    raise
-                return {name: Project(entity, name) for name in self._store.projects(entity)}
+            return self._online_or_stored(
+                lambda: {p.name: p for p in self._client.iter_projects(entity)},
+                lambda: {name: Project(entity, name) for name in self._store.projects(entity)},
+            )
 
         return self._memo.get(("projects", entity), load, self._dir_ttl)
 
@@ -161,18 +174,19 @@ class Namespace:
             if project in listed:
                 return listed[project]
             raise NotFound(f"{entity}/{project}")
-        if self._store and self._store.has_project(entity, project):
-            return Project(entity, project)
-        return self._maybe(("project", entity, project), lambda: self._client.project(entity, project))
+        def load():
+            if self._store and self._store.has_project(entity, project):
+                return Project(entity, project)
+            return self._client.project(entity, project)
+
+        return self._maybe(("project", entity, project), load)
 
     def _runs(self, entity: str, project: str) -> dict[str, Run]:
         def load():
-            try:
-                runs = {r.run_id: r for r in self._client.iter_runs(entity, project)}
-            except TransientError:
-                if not (self._config.offline and self._store):
-                    raise
-                runs = {r.run_id: r for r in self._store.runs(entity, project)}
+            runs = self._online_or_stored(
+                lambda: {r.run_id: r for r in self._client.iter_runs(entity, project)},
+                lambda: {r.run_id: r for r in self._store.runs(entity, project)},
+            )
             for run in runs.values():  # later lookups of these runs cost nothing
                 self._memo.put(("run", entity, project, run.run_id), run, self._dir_ttl())
             return runs
