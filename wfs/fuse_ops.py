@@ -87,43 +87,26 @@ class WfsOperations(mfusepy.Operations):
 
     def attrs(self, node: Node) -> dict[str, Any]:
         """The stat fields of a node (mode 0444 files, 0555 folders, owned by the mounter)."""
+        extra: dict[str, Any] = {}
         if isinstance(node, FileNode):
-            mtime = node.file.updated_at
-            mtime_ns = int(mtime * 1e9) if mtime else self._mount_time_ns
-            size = node.file.size_bytes
-            return {
-                "st_mode": stat.S_IFREG | 0o444,
-                "st_nlink": 1,
-                "st_size": size,
-                "st_blocks": (size + 511) // 512,
-                "st_blksize": 128 * 1024,
-                "st_uid": self._uid,
-                "st_gid": self._gid,
-                "st_mtime": mtime_ns,
-                "st_ctime": mtime_ns,
-                "st_atime": mtime_ns,
-            }
-        mtime_ns = int(node.mtime * 1e9) if node.mtime else self._mount_time_ns
-        if isinstance(node, LinkNode):
-            return {
-                "st_mode": stat.S_IFLNK | 0o777,
-                "st_nlink": 1,
-                "st_size": len(node.target.encode("utf-8", "surrogateescape")),
-                "st_uid": self._uid,
-                "st_gid": self._gid,
-                "st_mtime": mtime_ns,
-                "st_ctime": mtime_ns,
-                "st_atime": mtime_ns,
-            }
+            mode, nlink, size, mtime = stat.S_IFREG | 0o444, 1, node.file.size_bytes, node.file.updated_at
+            extra = {"st_blocks": (size + 511) // 512, "st_blksize": 128 * 1024}
+        elif isinstance(node, LinkNode):
+            size = len(node.target.encode("utf-8", "surrogateescape"))
+            mode, nlink, mtime = stat.S_IFLNK | 0o777, 1, node.mtime
+        else:
+            mode, nlink, size, mtime = stat.S_IFDIR | 0o555, 2, 0, node.mtime
+        mtime_ns = int(mtime * 1e9) if mtime else self._mount_time_ns
         return {
-            "st_mode": stat.S_IFDIR | 0o555,
-            "st_nlink": 2,
-            "st_size": 0,
+            "st_mode": mode,
+            "st_nlink": nlink,
+            "st_size": size,
             "st_uid": self._uid,
             "st_gid": self._gid,
             "st_mtime": mtime_ns,
             "st_ctime": mtime_ns,
             "st_atime": mtime_ns,
+            **extra,
         }
 
     # ---------------------------------------------------------- lifecycle
