@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -110,6 +111,14 @@ class Mount:
 
     def log(self) -> str:
         return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+
+    def status(self) -> dict:
+        """The mount's hidden /.wfs/status.json."""
+        return json.loads((self.path / ".wfs/status.json").read_text())
+
+    def kernel_requests(self, op: str) -> int:
+        """How many ``op`` requests the kernel sent the daemon so far (status.json)."""
+        return self.status()["kernel_requests"].get(op, 0)
 
 
 def wfs_env(tmp_path: Path, server: WandbTestServer, api_key: str = API_KEY) -> dict:

@@ -296,6 +296,7 @@ def serve(config: WfsConfig, mountpoint: Path, *, viewer=None, on_ready=None) ->
                 "bytes_fetched": cache_stats.bytes_fetched,
             },
             "requests": dataclasses.asdict(client_stats),
+            "kernel_requests": dict(ops.kernel_requests),
         }
 
     ops = WfsOperations(namespace, cache, on_ready=ready, folder_readahead=readahead, status=status)

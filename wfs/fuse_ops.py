@@ -14,6 +14,7 @@ re-reads without reaching Python.
 
 from __future__ import annotations
 
+import collections
 import datetime
 import errno
 import itertools
@@ -77,6 +78,9 @@ class WfsOperations(mfusepy.Operations):
         self._dirs: dict[int, list[tuple[str, Any]]] = {}
         self._lock = threading.Lock()
         self.timeouts = {"entry": 1.0, "attr": 1.0, "negative": 1.0}
+        # What the kernel asked for (the hidden /.wfs files excluded): shows in status.json
+        # how much the kernel's own caches spare us.
+        self.kernel_requests: collections.Counter[str] = collections.Counter()
 
     # ------------------------------------------------------------ helpers
     def _resolve(self, path: str) -> Node:
@@ -137,6 +141,7 @@ class WfsOperations(mfusepy.Operations):
             attrs = self.attrs(DirNode("status"))
             attrs.update(st_mode=stat.S_IFREG | 0o444, st_nlink=1, st_size=len(self._status_bytes()))
             return attrs
+        self.kernel_requests["getattr"] += 1
         return self.attrs(self._resolve(path))
 
     @mfusepy.overrides(mfusepy.Operations)
@@ -152,6 +157,7 @@ class WfsOperations(mfusepy.Operations):
             if path == _STATUS_DIR:
                 entries = [("status.json", self.getattr(STATUS_PATH))]
             else:
+                self.kernel_requests["opendir"] += 1
                 entries = self._namespace.list(path)
         except Exception as exc:
             raise _fail(exc, "listing", path) from None
@@ -207,6 +213,7 @@ class WfsOperations(mfusepy.Operations):
                 self._files[fh] = self._status_bytes()
             fi.fh, fi.direct_io = fh, 1
             return 0
+        self.kernel_requests["open"] += 1
         node = self._resolve(path)
         if not isinstance(node, FileNode):
             raise mfusepy.FuseOSError(errno.EISDIR)
@@ -268,10 +275,16 @@ class WfsOperations(mfusepy.Operations):
 
     @mfusepy.overrides(mfusepy.Operations)
     def listxattr(self, path: str):
+        self.kernel_requests["listxattr"] += 1
         return [name for name, value in self._xattrs(path).items() if value]
 
     @mfusepy.overrides(mfusepy.Operations)
     def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
+        self.kernel_requests["getxattr"] += 1
+        if not name.startswith("user."):
+            # No ACLs, SELinux labels or trusted.* here. ENOTSUP (not ENODATA) lets
+            # tools stop asking: ``ls -l`` then probes once per mount, not twice per file.
+            raise mfusepy.FuseOSError(errno.ENOTSUP)
         value = self._xattrs(path).get(name)
         if not value:
             raise mfusepy.FuseOSError(mfusepy.ENOATTR)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import errno
 import json
 import os
 import pty
@@ -126,6 +127,22 @@ def test_xattrs_match_the_wandb_metadata(server, mounted):
     with pytest.raises(OSError):
         os.getxattr(path, "user.wandb.direct_url")
     assert not any("url" in name for name in os.listxattr(path))
+
+
+def test_ls_l_asks_for_acls_and_labels_once_not_per_file(mounted):
+    folder = mounted.path / "alice/big/r10k/logs"
+    with pytest.raises(OSError) as err:
+        os.getxattr(folder / "part_0001.txt", "system.posix_acl_access")
+    assert err.value.errno == errno.ENOTSUP
+    with pytest.raises(OSError) as err:
+        os.getxattr(folder / "part_0001.txt", "security.selinux", follow_symlinks=False)
+    assert err.value.errno == errno.ENOTSUP
+    before = mounted.kernel_requests("getxattr")
+    listing = subprocess.run(["ls", "-l", str(folder)], capture_output=True, text=True, timeout=60, check=True)
+    assert listing.stdout.count("part_") == 499
+    # ENOTSUP tells ls the whole mount has no ACLs or labels; ENODATA would cost
+    # two round trips per file (998 here).
+    assert mounted.kernel_requests("getxattr") - before <= 4
 
 
 def test_python_api_mounts_and_unmounts_even_when_the_block_raises(server, tmp_path, monkeypatch):
