@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import API_KEY, BIG_RUN_FILES, CACHE_RUN_FILES, SMALL_FILES_RUN, HOSTILE_FILES, OTHER_KEY, RUN1_FILES, Mount, force_unmount, wait_for, wfs_env
+from helpers import API_KEY, BIG_RUN_FILES, MANY_RUNS, CACHE_RUN_FILES, SMALL_FILES_RUN, HOSTILE_FILES, OTHER_KEY, RUN1_FILES, Mount, force_unmount, wait_for, wfs_env
 from wfs.testing.server import WandbTestServer
 
 
@@ -38,6 +38,9 @@ def seed(server: WandbTestServer) -> None:
     add_run(server, "alice", "dups", "d3", {"a.txt": b"third"}, state="finished", display_name="d1", created_at=1_700_000_200)
     add_run(server, "alice", "cache", "c1", CACHE_RUN_FILES, state="finished")
     add_run(server, "alice", "cache", "small", SMALL_FILES_RUN, state="finished")
+    for i in range(MANY_RUNS):  # a project listed a page at a time; a few share a display name
+        server.add_run("alice", "many-runs", f"m{i:05d}", state="finished", created_at=1_600_000_000 + i,
+                       display_name="sweep-best" if i % 1000 == 999 else None)
 
 
 @pytest.fixture(scope="session")

@@ -47,6 +47,9 @@ BIG_RUN_FILES: dict[str, bytes] = {
     "output.log": b"done\n",
 }
 
+# Runs in alice/many-runs: three pages of 1,000.
+MANY_RUNS = 2500
+
 # Names W&B accepts that a careless mount would mishandle.
 HOSTILE_FILES: dict[str, bytes] = {
     "../escape.txt": b"dotdot",

@@ -34,7 +34,7 @@ import mfusepy  # noqa: E402
 from wfs.cache import BlockCache, CachedFile  # noqa: E402
 from wfs.errno_map import to_errno  # noqa: E402
 from wfs.failures import failure_log  # noqa: E402
-from wfs.namespace import DirNode, FileNode, LinkNode, Namespace, Node  # noqa: E402
+from wfs.namespace import DirNode, FileNode, LinkNode, Listing, Namespace, Node  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class WfsOperations(mfusepy.Operations):
         self._mount_time_ns = time.time_ns()
         self._fh_counter = itertools.count(1)
         self._files: dict[int, CachedFile | bytes] = {}
-        self._dirs: dict[int, list[tuple[str, Any]]] = {}
+        self._dirs: dict[int, Listing] = {}
         self._lock = threading.Lock()
         self.timeouts = {"entry": 1.0, "attr": 1.0, "negative": 1.0}
         # What the kernel asked for (the hidden /.wfs files excluded): shows in status.json
@@ -155,31 +155,39 @@ class WfsOperations(mfusepy.Operations):
     def opendir(self, path: str) -> int:
         try:
             if path == _STATUS_DIR:
-                entries = [("status.json", self.getattr(STATUS_PATH))]
+                listing = Listing([("status.json", self.getattr(STATUS_PATH))])
             else:
                 self.kernel_requests["opendir"] += 1
-                entries = self._namespace.list(path)
+                listing = self._namespace.listing(path)
         except Exception as exc:
             raise _fail(exc, "listing", path) from None
         fh = next(self._fh_counter)
         with self._lock:
-            self._dirs[fh] = entries
+            self._dirs[fh] = listing
         return fh
 
     @mfusepy.overrides(mfusepy.Operations)
     def readdir_with_offset(self, path: str, offset: int, fh: int):
-        entries = self._dirs.get(fh)
-        if entries is None:
+        listing = self._dirs.get(fh)
+        if listing is None:
             raise mfusepy.FuseOSError(errno.EBADF)
-        # Offsets are positions in this handle's snapshot (+3 after . and ..).
-        listing = [(".", None), ("..", None)] + entries
-        for index in range(offset, len(listing)):
-            name, node = listing[index]
-            if node is None:
-                attrs = {"st_mode": stat.S_IFDIR | 0o555}
-            else:
-                attrs = node if isinstance(node, dict) else self.attrs(node)
-            yield name, attrs, index + 1
+        # Offsets are positions in this handle's listing (+2 after . and ..); a
+        # project's runs are fetched a page at a time as the kernel reads on.
+        for index, dots in enumerate((".", "..")[offset:], start=offset):
+            yield dots, {"st_mode": stat.S_IFDIR | 0o555}, index + 1
+        index, sent = max(offset, 2), 0
+        while True:
+            try:
+                item = listing.entry(index - 2)
+            except Exception as exc:
+                if sent:  # hand over what we have; the kernel asks for the rest again
+                    return
+                raise _fail(exc, "listing", path) from None
+            if item is None:
+                return
+            name, node = item
+            yield name, node if isinstance(node, dict) else self.attrs(node), index + 1
+            index, sent = index + 1, sent + 1
 
     @mfusepy.overrides(mfusepy.Operations)
     def releasedir(self, path: str, fh: int) -> int:

@@ -6,7 +6,7 @@ import math
 import os
 import threading
 
-from helpers import BIG_RUN_FILES, HOSTILE_FILES, wait_for
+from helpers import BIG_RUN_FILES, HOSTILE_FILES, MANY_RUNS, wait_for
 
 
 def graphql(server) -> int:
@@ -34,6 +34,36 @@ def test_cold_ls_lR_of_10000_files_costs_pages_plus_two(server, mounted):
     server.reset_stats()
     assert walk_ls_l(run) == entries
     assert graphql(server) == 0
+
+
+def runs_pages(server) -> int:
+    return server.stats()["graphql_operations"].get("Runs", 0)
+
+
+def test_a_project_with_many_runs_is_listed_a_page_at_a_time(server, mounted):
+    project = mounted.path / "alice/many-runs"
+    with os.scandir(project) as entries:  # a reader that stops early, like `ls -U | head`
+        first = [next(entries).name for _ in range(20)]
+    assert first == [f"m{i:05d}" for i in range(20)]  # oldest first, as W&B pages them
+    assert runs_pages(server) == 1
+    server.reset_stats()
+    names = os.listdir(project)
+    assert runs_pages(server) == 2  # page 1 was kept; pages 2 and 3 fetched as the listing read on
+    run_ids = [f"m{i:05d}" for i in range(MANY_RUNS)]
+    assert names[: len(run_ids)] == run_ids
+    # The display-name links come after the last page (their names depend on every run).
+    assert names[len(run_ids):] == ["sweep-best", "sweep-best~m01999"]
+    assert os.readlink(project / "sweep-best") == "m00999"
+    server.reset_stats()
+    assert os.path.isdir(project / "m02499") and os.listdir(project) == names
+    assert server.stats()["graphql_requests"] == 0
+
+
+def test_a_run_in_an_unlisted_project_costs_one_request_not_the_run_list(server, mounted):
+    server.reset_stats()
+    assert os.path.isdir(mounted.path / "alice/many-runs/m02400")
+    assert runs_pages(server) == 0
+    assert server.stats()["graphql_requests"] <= 3
 
 
 def test_cold_stat_of_one_file_costs_at_most_three_requests(server, mounted):

@@ -399,6 +399,33 @@ class WandbClient:
             return AuthError(f"no access to {what} on {self.host}: {text}")
         return BadResponse(f"GraphQL error from {self.host} for {what}: {text}")
 
+    def _page(
+        self,
+        query: str,
+        variables: dict[str, Any],
+        connection_of: Callable[[dict[str, Any]], Any],
+        what: str,
+        after: str | None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One GraphQL request: the nodes of one page and the cursor of the next (None at the end)."""
+        data = self._graphql(query, {**variables, "first": self._page_size, "after": after}, what)
+        connection = connection_of(data)
+        if not isinstance(connection, dict):
+            return [], None
+        edges = [edge for edge in connection.get("edges") or [] if isinstance(edge, dict)]
+        nodes = [edge["node"] for edge in edges if isinstance(edge.get("node"), dict)]
+        page_info = connection.get("pageInfo") or {}
+        if not page_info.get("hasNextPage"):
+            return nodes, None
+        if not edges:
+            logger.warning("%s: page with hasNextPage=true but no edges for %s; stopping", self.host, what)
+            return nodes, None
+        cursor = next((e["cursor"] for e in reversed(edges) if e.get("cursor")), None) or page_info.get("endCursor")
+        if not cursor or cursor == after:
+            logger.warning("%s: cursor did not advance while listing %s; stopping", self.host, what)
+            return nodes, None
+        return nodes, cursor
+
     def _paginate(
         self,
         query: str,
@@ -410,28 +437,11 @@ class WandbClient:
         after: str | None = None
         seen: set[str] = set()
         while True:
-            data = self._graphql(query, {**variables, "first": self._page_size, "after": after}, what)
-            connection = connection_of(data)
-            if not isinstance(connection, dict):
+            nodes, cursor = self._page(query, variables, connection_of, what, after)
+            yield from nodes
+            if cursor is None:
                 return
-            edges = connection.get("edges") or []
-            page_info = connection.get("pageInfo") or {}
-            last_cursor: str | None = None
-            for edge in edges:
-                if not isinstance(edge, dict):
-                    continue
-                if edge.get("cursor"):
-                    last_cursor = edge["cursor"]
-                node = edge.get("node")
-                if isinstance(node, dict):
-                    yield node
-            if not page_info.get("hasNextPage"):
-                return
-            if not edges:
-                logger.warning("%s: page with hasNextPage=true but no edges for %s; stopping", self.host, what)
-                return
-            cursor = last_cursor or page_info.get("endCursor")
-            if not cursor or cursor == after or cursor in seen:
+            if cursor in seen:
                 logger.warning("%s: cursor did not advance while listing %s; stopping", self.host, what)
                 return
             seen.add(cursor)
@@ -543,10 +553,7 @@ class WandbClient:
             raise NotFound(what)
         return self._project(node, entity, what)
 
-    def iter_runs(
-        self, entity: str, project: str, order: str = "+created_at", display_name: str | None = None
-    ) -> Iterator[Run]:
-        """A project's runs, oldest first, lazily; only those called ``display_name`` if given."""
+    def _runs_query(self, entity: str, project: str, order: str, display_name: str | None):
         what = f"{entity}/{project}"
 
         def connection(data: dict[str, Any]) -> Any:
@@ -557,8 +564,23 @@ class WandbClient:
 
         filters = json.dumps({"displayName": display_name} if display_name is not None else {})
         variables = {"entity": entity, "project": project, "filters": filters, "order": order}
+        return variables, connection, what
+
+    def iter_runs(
+        self, entity: str, project: str, order: str = "+created_at", display_name: str | None = None
+    ) -> Iterator[Run]:
+        """A project's runs, oldest first, lazily; only those called ``display_name`` if given."""
+        variables, connection, what = self._runs_query(entity, project, order, display_name)
         for node in self._paginate(_Q_RUNS, variables, connection, f"runs of {what}"):
             yield self._run(node, entity, project, what)
+
+    def runs_page(
+        self, entity: str, project: str, after: str | None = None, order: str = "+created_at"
+    ) -> tuple[list[Run], str | None]:
+        """One page of a project's runs, oldest first, and the cursor of the next (None: last page)."""
+        variables, connection, what = self._runs_query(entity, project, order, None)
+        nodes, cursor = self._page(_Q_RUNS, variables, connection, f"runs of {what}", after)
+        return [self._run(node, entity, project, what) for node in nodes], cursor
 
     def run(self, entity: str, project: str, run_id: str) -> Run:
         what = f"{entity}/{project}/{run_id}"

@@ -70,11 +70,11 @@ class Memo(Generic[V]):
             self._pending.discard(key)
             self._cond.notify_all()
 
-    def peek(self, key: Hashable) -> V | None:
-        """The value if present and fresh, without loading."""
+    def peek(self, key: Hashable, *, expired: bool = False) -> V | None:
+        """The value if present and fresh (or, with ``expired``, even past its TTL), without loading."""
         with self._cond:
             entry = self._entries.get(key)
-            if entry is not None and entry[1] > self._clock():
+            if entry is not None and (expired or entry[1] > self._clock()):
                 return entry[0]
             return None
 

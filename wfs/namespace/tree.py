@@ -28,6 +28,7 @@ from wfs.client.models import Project, Run, RunFile, Viewer
 from wfs.config import WfsConfig
 from wfs.namespace.memo import Memo
 from wfs.namespace.paths import display_links, is_probe_name, split_path
+from wfs.namespace.runpages import RunPages
 from wfs.namespace.runtree import DirEntry, RunTree
 from wfs.namespace.store import ListingStore
 
@@ -181,17 +182,25 @@ class Namespace:
 
         return self._maybe(("project", entity, project), load)
 
-    def _runs(self, entity: str, project: str) -> dict[str, Run]:
-        def load():
-            runs = self._online_or_stored(
-                lambda: {r.run_id: r for r in self._client.iter_runs(entity, project)},
-                lambda: {r.run_id: r for r in self._store.runs(entity, project)},
-            )
-            for run in runs.values():  # later lookups of these runs cost nothing
-                self._memo.put(("run", entity, project, run.run_id), run, self._dir_ttl())
-            return runs
+    def _project_listing(self, entity: str, project: str) -> "ProjectListing":
+        """The project's runs, paged in as listings reach them (nothing is fetched here)."""
+        key = ("runs", entity, project)
 
-        return self._memo.get(("runs", entity, project), load, self._dir_ttl)
+        def fetch(after: str | None) -> tuple[list[Run], str | None]:
+            return self._online_or_stored(
+                lambda: self._client.runs_page(entity, project, after),
+                lambda: (self._store.runs(entity, project) if after is None else [], None),
+            )
+
+        def remember(run: Run) -> None:  # later lookups of this run cost nothing
+            self._memo.put(("run", entity, project, run.run_id), run, self._dir_ttl())
+
+        def load() -> ProjectListing:
+            previous = self._memo.peek(key, expired=True)
+            pages = RunPages(fetch, on_run=remember, previous=previous.pages if previous else None)
+            return ProjectListing(pages)
+
+        return self._memo.get(key, load, self._dir_ttl)
 
     def _run(self, entity: str, project: str, run_id: str) -> Run:
         def load():
@@ -268,9 +277,8 @@ class Namespace:
     def _display_link(self, entity: str, project: str, name: str) -> LinkNode | None:
         """The run that ``name`` (a display-name symlink) points to, if any."""
         listed = self._memo.peek(("runs", entity, project))
-        if listed is not None:
-            target = display_links(listed.values(), frozenset(listed)).get(name)
-            return LinkNode(target, _run_time(listed[target])) if target else None
+        if listed is not None and listed.pages.complete:
+            return listed.link(name)
         # Not listed yet: ask W&B for the runs with that display name (one request).
         base = name.rpartition("~")[0] if "~" in name else name
         if not base or "%" in base or "~" in base:
@@ -311,27 +319,25 @@ class Namespace:
             raise NotFound(f"{run.entity}/{run.project}/{run.run_id}/{name}")
         return FileNode(found.file, found.run)
 
-    def list(self, path: str) -> list[tuple[str, Node]]:
-        """The entries of the folder at ``path`` with their nodes (no extra requests)."""
+    def listing(self, path: str) -> "Listing":
+        """The entries of the folder at ``path``, by position.
+
+        A project's runs are fetched a page at a time as positions reach them;
+        every other folder is listed whole (one run's files are one listing).
+        """
         parts = self._absolute(path)
         node = self.resolve(path)
         if not isinstance(node, DirNode):
             raise NotADirectoryError(path)
         if node.level == "root":
-            return [(name, DirNode("entity")) for name in self._known_entities()]
+            return Listing([(name, DirNode("entity")) for name in self._known_entities()])
         if node.level == "entity":
-            return [
+            return Listing([
                 (name, DirNode("project", mtime=p.created_at or 0.0))
                 for name, p in sorted(self._projects(parts[0]).items())
-            ]
+            ])
         if node.level == "project":
-            runs = self._runs(parts[0], parts[1])
-            entries: list[tuple[str, Node]] = [
-                (run_id, DirNode("run", mtime=_run_time(r), run=r)) for run_id, r in sorted(runs.items())
-            ]
-            links = display_links(runs.values(), frozenset(runs))
-            entries += [(name, LinkNode(run_id, _run_time(runs[run_id]))) for name, run_id in sorted(links.items())]
-            return entries
+            return self._project_listing(parts[0], parts[1])
         run = node.run
         assert run is not None
         entry = self._run_tree(run).lookup(parts[3:])
@@ -342,7 +348,11 @@ class Namespace:
                 out.append((name, DirNode("folder", mtime=child.mtime, run=run)))
             else:
                 out.append((name, FileNode(child.file, run)))
-        return out
+        return Listing(out)
+
+    def list(self, path: str) -> list[tuple[str, Node]]:
+        """Every entry of the folder at ``path`` (all pages of a project's runs)."""
+        return self.listing(path).all()
 
     def fetcher(self, node: FileNode) -> Callable[[int, int], bytes]:
         """A ``fetch(start, end)`` for the cache engine that reads ``node``'s bytes."""
@@ -353,3 +363,60 @@ class Namespace:
             return client.read_range(run_file, start, end)
 
         return fetch
+
+
+class Listing:
+    """A folder's entries, ``entry(i)`` by position; ``None`` past the end."""
+
+    def __init__(self, entries: list[tuple[str, Node]]) -> None:
+        self._entries = entries
+
+    def entry(self, index: int) -> tuple[str, Node] | None:
+        return self._entries[index] if index < len(self._entries) else None
+
+    def all(self) -> list[tuple[str, Node]]:
+        return list(self._entries)
+
+
+class ProjectListing(Listing):
+    """Run folders in the server's order (oldest first), then the display-name links.
+
+    Reading position ``i`` fetches only the pages up to run ``i``; the links
+    come last because their names depend on every run (``display_links``).
+    """
+
+    def __init__(self, pages: RunPages) -> None:
+        super().__init__([])
+        self.pages = pages
+        self._links: list[tuple[str, Node]] | None = None
+        self._link_of: dict[str, Node] = {}
+
+    def entry(self, index: int) -> tuple[str, Node] | None:
+        run = self.pages.run(index)
+        if run is not None:
+            return _run_entry(run)
+        links = self._display_links()
+        rest = index - len(self.pages.all())
+        return links[rest] if rest < len(links) else None
+
+    def all(self) -> list[tuple[str, Node]]:
+        return [_run_entry(run) for run in self.pages.all()] + self._display_links()
+
+    def link(self, name: str) -> LinkNode | None:
+        """The display-name link called ``name`` (fetches every page if not loaded)."""
+        self._display_links()
+        node = self._link_of.get(name)
+        return node if isinstance(node, LinkNode) else None
+
+    def _display_links(self) -> list[tuple[str, Node]]:
+        if self._links is None:
+            runs = self.pages.all()
+            by_id = {r.run_id: r for r in runs}
+            links = display_links(runs, frozenset(by_id))
+            self._link_of = {name: LinkNode(run_id, _run_time(by_id[run_id])) for name, run_id in links.items()}
+            self._links = sorted(self._link_of.items())
+        return self._links
+
+
+def _run_entry(run: Run) -> tuple[str, Node]:
+    return run.run_id, DirNode("run", mtime=_run_time(run), run=run)
