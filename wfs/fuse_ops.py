@@ -31,14 +31,20 @@ os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
 
 import mfusepy  # noqa: E402
 
+from wfs import fuse_loop  # noqa: E402
 from wfs.cache import BlockCache, CachedFile  # noqa: E402
 from wfs.errno_map import to_errno  # noqa: E402
 from wfs.failures import failure_log  # noqa: E402
+from wfs.kernel_expiry import KernelExpiry  # noqa: E402
 from wfs.namespace import DirNode, FileNode, LinkNode, Listing, Namespace, Node  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
 FUSE_FILL_DIR_PLUS = 1 << 1
+# With per-path expiry (``KernelExpiry``) the kernel may keep entries and attributes
+# this long: immutable ones are never invalidated, the rest are when their TTL ends.
+LONG_KERNEL_TIMEOUT_SECONDS = 24 * 3600.0
+_STATUS_TTL_SECONDS = 1.0
 STATUS_PATH = "/.wfs/status.json"  # hidden: not listed by readdir of /
 _STATUS_DIR = "/.wfs"
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
@@ -81,6 +87,7 @@ class WfsOperations(mfusepy.Operations):
         # What the kernel asked for (the hidden /.wfs files excluded): shows in status.json
         # how much the kernel's own caches spare us.
         self.kernel_requests: collections.Counter[str] = collections.Counter()
+        self.expiry: KernelExpiry | None = None  # set by WfsFUSE when libfuse allows it
 
     # ------------------------------------------------------------ helpers
     def _resolve(self, path: str) -> Node:
@@ -113,12 +120,19 @@ class WfsOperations(mfusepy.Operations):
             **extra,
         }
 
+    def _told_kernel(self, path: str, node: Node | None) -> None:
+        """The kernel now caches ``path``; have it forget when that may no longer be true."""
+        if self.expiry is not None:
+            ttl = _STATUS_TTL_SECONDS if node is None else self._namespace.kernel_ttl(node)
+            self.expiry.touch(path, ttl)
+
     # ---------------------------------------------------------- lifecycle
     @mfusepy.overrides(mfusepy.Operations)
     def init_with_config(self, conn_info, config_3) -> None:
         if config_3 is not None:
-            config_3.entry_timeout = self.timeouts["entry"]
-            config_3.attr_timeout = self.timeouts["attr"]
+            long = self.expiry is not None
+            config_3.entry_timeout = LONG_KERNEL_TIMEOUT_SECONDS if long else self.timeouts["entry"]
+            config_3.attr_timeout = LONG_KERNEL_TIMEOUT_SECONDS if long else self.timeouts["attr"]
             config_3.negative_timeout = self.timeouts["negative"]
         logger.info("mounted")
         if self._on_ready is not None:
@@ -140,9 +154,12 @@ class WfsOperations(mfusepy.Operations):
         if path == STATUS_PATH:
             attrs = self.attrs(DirNode("status"))
             attrs.update(st_mode=stat.S_IFREG | 0o444, st_nlink=1, st_size=len(self._status_bytes()))
+            self._told_kernel(path, None)
             return attrs
         self.kernel_requests["getattr"] += 1
-        return self.attrs(self._resolve(path))
+        node = self._resolve(path)
+        self._told_kernel(path, node)
+        return self.attrs(node)
 
     @mfusepy.overrides(mfusepy.Operations)
     def readlink(self, path: str) -> str:
@@ -176,6 +193,7 @@ class WfsOperations(mfusepy.Operations):
         for index, dots in enumerate((".", "..")[offset:], start=offset):
             yield dots, {"st_mode": stat.S_IFDIR | 0o555}, index + 1
         index, sent = max(offset, 2), 0
+        parent = path.rstrip("/") + "/"
         while True:
             try:
                 item = listing.entry(index - 2)
@@ -186,7 +204,11 @@ class WfsOperations(mfusepy.Operations):
             if item is None:
                 return
             name, node = item
-            yield name, node if isinstance(node, dict) else self.attrs(node), index + 1
+            if isinstance(node, dict):  # the status folder
+                yield name, node, index + 1
+            else:
+                self._told_kernel(parent + name, node)  # readdirplus: the kernel caches it too
+                yield name, self.attrs(node), index + 1
             index, sent = index + 1, sent + 1
 
     @mfusepy.overrides(mfusepy.Operations)
@@ -307,13 +329,42 @@ class WfsOperations(mfusepy.Operations):
 
 
 class WfsFUSE(mfusepy.FUSE):
-    """mfusepy's FUSE with readdirplus: ``readdir`` hands the kernel full attributes.
+    """mfusepy's FUSE with readdirplus and per-path kernel cache lifetimes.
 
     Stock mfusepy passes only ``st_mode`` to libfuse3's filler, so ``ls -l``
     would cost one ``getattr`` round trip per entry. Here every entry carries
     its whole ``stat`` with ``FUSE_FILL_DIR_PLUS`` and a real offset, so the
     kernel can page through a 10,000-entry folder and cache the attributes.
+
+    With libfuse 3.12+ the session runs through ``fuse_loop.run_session``
+    (libfuse's own sequence with two hooks) so ``KernelExpiry`` can invalidate
+    changeable paths while the loop runs and stops before the session ends;
+    the kernel then keeps immutable entries for a day instead of seconds.
     """
+
+    def __init__(self, operations: WfsOperations, mountpoint: str, **kwargs: Any) -> None:
+        lib = mfusepy._libfuse
+        if not (mfusepy.fuse_version_major == 3 and fuse_loop.available(lib)):
+            super().__init__(operations, mountpoint, **kwargs)
+            return
+        invalidate: list = []
+        expiry = KernelExpiry(lambda path: invalidate[0](os.fsencode(path)), fuse_loop.gone)
+        operations.expiry = expiry
+
+        def started(fuse: int) -> None:
+            invalidate.append(fuse_loop.invalidator(lib, fuse))
+            expiry.start()
+
+        def run(*args):
+            return fuse_loop.run_session(lib, *args, started=started, stopping=expiry.stop)
+
+        stock = mfusepy.fuse_main_real
+        mfusepy.fuse_main_real = run  # what mfusepy's __init__ calls once its callbacks are built
+        try:
+            super().__init__(operations, mountpoint, **kwargs)
+        finally:
+            mfusepy.fuse_main_real = stock
+            expiry.stop()
 
     def readdir_fuse_3(self, path, buf, filler, offset, fip, flags):
         decoded = None if path is None else path.decode(self.encoding, self.errors)

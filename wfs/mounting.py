@@ -50,8 +50,12 @@ def check_fuse() -> None:
 
 
 def _is_stale(path: Path) -> bool:
+    """A FUSE mount whose daemon is gone. ``stat`` alone can pass on attributes
+    the kernel still caches; opening the folder always reaches the daemon."""
     try:
         os.stat(path)
+        with os.scandir(path):
+            pass
     except OSError as exc:
         return exc.errno in (errno.ENOTCONN, errno.ECONNABORTED)
     return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import time
 
 from helpers import BIG_RUN_FILES, HOSTILE_FILES, MANY_RUNS, wait_for
 
@@ -112,6 +113,26 @@ def test_running_run_shows_new_size_and_bytes_after_ttl(server, mount_wfs):
         assert path.read_bytes() == new
     finally:
         server.put_file("alice", "proj", "live1", "output.log", b"line 1\n")
+
+
+def test_the_kernel_keeps_a_finished_run_and_forgets_a_running_one_on_time(server, mount_wfs):
+    mount = mount_wfs("--running-ttl", "1")
+    done = mount.path / "alice/proj/run1/config.yaml"
+    live = mount.path / "alice/proj/live1/output.log"
+    os.stat(done)
+    os.stat(live)
+    started = time.monotonic()
+
+    def live_comes_back_to_the_daemon() -> bool:
+        before = mount.kernel_requests("getattr")
+        os.stat(live)
+        return mount.kernel_requests("getattr") > before
+
+    wait_for(live_comes_back_to_the_daemon, timeout=15, what="the running run's attributes to expire")
+    assert time.monotonic() - started >= 0.9  # not before its TTL
+    before = mount.kernel_requests("getattr")
+    os.stat(done)  # as old as the live one's, but immutable: the kernel still has it
+    assert mount.kernel_requests("getattr") == before
 
 
 def test_sixteen_threads_listing_one_run_cause_one_listing(server, mounted):

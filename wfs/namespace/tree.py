@@ -35,6 +35,7 @@ from wfs.namespace.store import ListingStore
 logger = logging.getLogger(__name__)
 
 _MISSING = object()  # memoised "not found"
+_ROOT_KERNEL_TTL_SECONDS = 1.0
 _INTERNAL_FILE = re.compile(r"^artifact/[^/]+/wandb_manifest\.json$")
 
 
@@ -112,6 +113,18 @@ class Namespace:
 
     def _run_ttl(self, run: Run) -> float:
         return math.inf if run.is_finished else self._config.ttl_running_seconds
+
+    def kernel_ttl(self, node: Node) -> float:
+        """How long the kernel may keep ``node``'s entry and attributes (``math.inf``: for good)."""
+        if isinstance(node, FileNode):
+            return self._run_ttl(node.run)
+        if isinstance(node, LinkNode) or node.level in ("entity", "project"):
+            return self._config.dir_cache_time_seconds
+        if node.level == "run":  # it exists while it is listed; a running one's times change
+            return min(self._run_ttl(node.run), self._config.dir_cache_time_seconds)
+        if node.level == "folder":
+            return self._run_ttl(node.run)
+        return _ROOT_KERNEL_TTL_SECONDS  # free to answer; short so a dead mount shows as one at once
 
     # ---------------------------------------------------------- W&B objects
     def viewer(self) -> Viewer:
