@@ -108,17 +108,22 @@ _Q_RUN = f"""query Run($entity: String, $project: String, $run: String!) {{
   project(name: $project, entityName: $entity) {{ run(name: $run) {{ {_RUN_FIELDS} }} }}
 }}"""
 
+# What wfs reads of a file. Not ``id`` (unused) nor ``url`` (may be null anyway; the
+# API route is ``{base}/files/<entity>/<project>/<run>/<name>``, see ``file_url``):
+# each field costs W&B work for every one of a run's thousands of files.
+_FILE_FIELDS = "name directUrl sizeBytes mimetype updatedAt md5"
+
 _Q_RUN_FILES = """query RunFiles($entity: String, $project: String, $run: String!, $names: [String],
                $first: Int, $after: String) {
   project(name: $project, entityName: $entity) {
     run(name: $run) {
       files(names: $names, first: $first, after: $after) {
-        edges { node { id name url directUrl sizeBytes mimetype updatedAt md5 } cursor }
+        edges { node { %s } cursor }
         pageInfo { endCursor hasNextPage }
       }
     }
   }
-}"""
+}""" % _FILE_FIELDS
 
 # One request answers "is NAME a file, a folder, or nothing?" for a run whose
 # listing is not loaded: an exact-name look-up plus the first name under NAME/.
@@ -128,7 +133,7 @@ _Q_LOOKUP = f"""query LookupName($entity: String, $project: String, $run: String
     run(name: $run) {{
       {_RUN_FIELDS}
       exact: files(names: $names, first: 1) {{
-        edges {{ node {{ id name url directUrl sizeBytes mimetype updatedAt md5 }} }}
+        edges {{ node {{ {_FILE_FIELDS} }} }}
       }}
       under: files(pattern: $pattern, first: 1) {{ edges {{ node {{ name }} }} }}
     }}
@@ -700,9 +705,9 @@ class WandbClient:
         Order of URLs: the cached signed URL, else ``f.direct_url``, else the
         API URL (whose redirect is followed by hand and cached). A 403 (or a
         400/401 from a storage host) on a signed URL is treated as expiry: the
-        URL is refreshed once, through ``f.url``'s redirect when W&B gave one,
-        else (and also when that route answers with an error) by looking the
-        file up by its exact name for a fresh ``directUrl``. A body that ends
+        URL is refreshed once, through the API route's redirect (``file_url``),
+        and when that route answers with an error, by looking the file up by
+        its exact name for a fresh ``directUrl``. A body that ends
         early is resumed with a Range for the remainder, up to ``max_retries``
         times. The whole call ends within ``operation_timeout_seconds``.
         """
@@ -747,10 +752,7 @@ class WandbClient:
                     logger.info("%s answered %d for %s; asking W&B for a fresh URL", host, status, redact_url(target))
                     self._remember_signed_url(key, None)
                     refreshed, hops = True, 0
-                    if f.url:
-                        target = api_url
-                    else:
-                        target, looked_up = self._fresh_direct_url(f, key, what), True
+                    target = api_url  # its redirect is a fresh URL; if the route fails, a look-up
                     continue
                 if on_api and status >= 400 and status not in (401, 403, 416) and not looked_up:
                     logger.info("%s answered %d on the file route for %s; looking the file up by name",

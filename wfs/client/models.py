@@ -9,12 +9,14 @@ returns it (no normalisation here: that is the namespace's job).
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 from dataclasses import dataclass, field
 
 # Run states whose metadata and files can no longer change.
 FINISHED_STATES = frozenset({"finished", "crashed", "failed", "killed", "preempted"})
 
 
+@functools.lru_cache(maxsize=4096)  # a run's files share few distinct times
 def parse_wandb_time(value: str | None) -> float | None:
     """Parse a W&B DateTime into POSIX seconds.
 

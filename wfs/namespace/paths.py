@@ -111,6 +111,8 @@ def _shorten(component: str) -> str:
 
 def safe_component(component: str) -> str:
     """Map one non-empty, non-``.`` component of a W&B name to a POSIX name."""
+    if component.isascii() and component.isprintable() and len(component) <= NAME_MAX_BYTES and component != "..":
+        return component  # the common case, unchanged by every rule below
     if component == "..":
         return "%2E%2E"
     component = component.replace("\x00", "%00")

@@ -35,13 +35,11 @@ class RunTree:
     def __init__(self, files: Iterable[RunFile]):
         self.root = DirEntry()
         self.file_count = 0
-        placed: list[tuple[tuple[str, ...], RunFile]] = []
         # Names already in canonical form ("a/b", not "/a//b") claim their path
         # first, so an exact-name look-up and the full listing always agree.
-        for run_file in sorted(files, key=lambda f: ("/".join(name_components(f.name)) != f.name, f.name)):
-            components = name_components(run_file.name)
-            if components:
-                placed.append((components, run_file))
+        mapped = [(name_components(f.name), f) for f in files]
+        mapped.sort(key=lambda item: ("/".join(item[0]) != item[1].name, item[1].name))
+        placed = [(components, run_file) for components, run_file in mapped if components]
         folders = {components[:i] for components, _ in placed for i in range(1, len(components))}
         for folder in sorted(folders):
             self._ensure_dir(folder)

@@ -8,6 +8,8 @@ get a fresh one through the API host).
 
 SQLite does the locking, so several mounts may share one cache dir. A
 damaged store is set aside and rebuilt: it only ever saves requests.
+Saving happens on a background thread, off the path of the listing that
+asked for it; ``close`` waits for what is queued.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import logging
 import os
 import sqlite3
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from wfs.client.models import Run, RunFile
@@ -32,6 +35,7 @@ CREATE TABLE IF NOT EXISTS runs (
 )
 """
 MAX_RUNS = 20000  # oldest listings are dropped past this
+_STORED_FILE_FIELDS = tuple(f.name for f in dataclasses.fields(RunFile) if f.name != "direct_url")
 
 
 class ListingStore:
@@ -39,6 +43,7 @@ class ListingStore:
         self._path = path
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wfs-listing-store")
         try:
             self._db = self._open()
         except sqlite3.DatabaseError as exc:
@@ -99,12 +104,20 @@ class ListingStore:
         return [Run(**json.loads(row[0])) for row in rows]
 
     def save(self, run: Run, files: list[RunFile], now: float) -> None:
-        """Remember a finished run's listing (running runs are ignored)."""
+        """Remember a finished run's listing (running runs are ignored), in the background."""
         if self._db is None or not run.is_finished:
             return
+        try:
+            self._writer.submit(self._save, run, list(files), now)
+        except RuntimeError:  # closing: this listing is simply not remembered
+            pass
+
+    def _save(self, run: Run, files: list[RunFile], now: float) -> None:
         run_json = json.dumps(dataclasses.asdict(run))
-        files_json = json.dumps([dataclasses.asdict(dataclasses.replace(f, direct_url=None)) for f in files])
+        files_json = json.dumps([{name: getattr(f, name) for name in _STORED_FILE_FIELDS} for f in files])
         with self._lock:
+            if self._db is None:
+                return
             try:
                 self._db.execute(
                     "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?)",
@@ -119,6 +132,7 @@ class ListingStore:
                 logger.warning("could not store the listing of %s/%s/%s: %s", run.entity, run.project, run.run_id, exc)
 
     def close(self) -> None:
+        self._writer.shutdown(wait=True)
         with self._lock:
             if self._db is not None:
                 self._db.close()

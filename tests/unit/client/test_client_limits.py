@@ -195,16 +195,27 @@ def test_offline_client_never_touches_the_network(web, make_client):
 
 
 # ------------------------------------------------------------------ expired URL refresh by exact name
-def test_expired_url_without_url_route_is_refreshed_by_exact_name_lookup(web, client):
+def test_expired_url_of_a_file_listed_without_url_is_refreshed_through_the_files_route(web, client):
+    # W&B may send no `url` (wfs does not even ask for it): the API route is {base}/files/<e>/<p>/<r>/<name>.
     web.on("GET", SIGNED, Reply(403, b"<Error>Request has expired</Error>"))
+    web.on("GET", API_URL, Reply(302, headers={"Location": FRESH}))
+    web.on("GET", FRESH, storage())
+    f = RunFile(entity="e", project="p", run_id="r", name="d.bin", size_bytes=len(DATA), url=None, direct_url=SIGNED)
+    assert client.read_range(f, 10, 20) == DATA[10:20]
+    assert [r.url for r in web.requests] == [SIGNED, API_URL, FRESH]
+    assert client.read_range(f, 20, 30) == DATA[20:30]  # the fresh URL is remembered
+    assert web.requests[-1].url == FRESH and len(web.requests) == 4
+
+
+def test_expired_url_is_refreshed_by_exact_name_lookup_when_the_files_route_is_missing(web, client):
+    web.on("GET", SIGNED, Reply(403, b"<Error>Request has expired</Error>"))
+    web.on("GET", API_URL, Reply(404))
     web.on("POST", GRAPHQL, files_answer(FRESH))
     web.on("GET", FRESH, storage())
     f = RunFile(entity="e", project="p", run_id="r", name="d.bin", size_bytes=len(DATA), url=None, direct_url=SIGNED)
     assert client.read_range(f, 10, 20) == DATA[10:20]
-    assert [r.url for r in web.requests] == [SIGNED, GRAPHQL, FRESH]
-    assert web.requests[1].json()["variables"]["names"] == ["d.bin"]
-    assert client.read_range(f, 20, 30) == DATA[20:30]  # the fresh URL is remembered
-    assert web.requests[-1].url == FRESH and len(web.requests) == 4
+    assert [r.url for r in web.requests] == [SIGNED, API_URL, GRAPHQL, FRESH]
+    assert web.requests[2].json()["variables"]["names"] == ["d.bin"]
 
 
 def test_failing_url_route_falls_back_to_exact_name_lookup(web, make_client):
