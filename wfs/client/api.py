@@ -34,6 +34,7 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import json
 import logging
@@ -41,6 +42,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urljoin
@@ -273,6 +275,8 @@ class WandbClient:
         self._byte_bucket = limits.TokenBucket(byte_rate, max(1.0, 2 * byte_rate))
         self._breaker = limits.CircuitBreaker(offline_cooldown_seconds)
         self.offline = bool(offline)
+        # Fetches page n+1 of a listing while page n is being read (see _paginate).
+        self._next_pages = ThreadPoolExecutor(max_workers=4, thread_name_prefix="wfs-next-page")
 
     def __repr__(self) -> str:
         return f"WandbClient(base_url={self.base_url!r})"
@@ -297,6 +301,7 @@ class WandbClient:
 
     def close(self) -> None:
         """Close the connection pool (only if the client made its own session)."""
+        self._next_pages.shutdown(wait=True, cancel_futures=True)
         if self._owns_session:
             self._session.close()
 
@@ -438,19 +443,28 @@ class WandbClient:
         connection_of: Callable[[dict[str, Any]], Any],
         what: str,
     ) -> Iterator[dict[str, Any]]:
-        """Yield the nodes of a connection, one GraphQL request per page, lazily."""
-        after: str | None = None
+        """Yield the nodes of a connection, one GraphQL request per page.
+
+        The request for the next page leaves as soon as this one's cursor is
+        known, so W&B builds it while the caller reads this one. Callers read
+        to the end (an early stop wastes at most that one request).
+        """
         seen: set[str] = set()
+        page = self._page(query, variables, connection_of, what, None)
         while True:
-            nodes, cursor = self._page(query, variables, connection_of, what, after)
-            yield from nodes
-            if cursor is None:
-                return
-            if cursor in seen:
+            nodes, cursor = page
+            upcoming: Future | None = None
+            if cursor is not None and cursor not in seen:
+                seen.add(cursor)
+                upcoming = self._next_pages.submit(
+                    contextvars.copy_context().run, self._page, query, variables, connection_of, what, cursor
+                )
+            elif cursor is not None:
                 logger.warning("%s: cursor did not advance while listing %s; stopping", self.host, what)
+            yield from nodes
+            if upcoming is None:
                 return
-            seen.add(cursor)
-            after = cursor
+            page = upcoming.result()
 
     # ---------------------------------------------------------------- parsing
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import logging
 
+import time
+
 import pytest
 
 from client_fakeweb import Reply, gql
@@ -105,7 +107,7 @@ def test_non_advancing_cursor_stops(web, client, caplog):
     assert "did not advance" in caplog.text
 
 
-def test_iter_runs_is_lazy_and_parses_runs(web, client):
+def test_iter_runs_asks_for_the_next_page_while_this_one_is_read(web, client):
     def page(req):
         v = req.json()["variables"]
         assert v["filters"] == "{}" and v["order"] == "+created_at"
@@ -120,8 +122,12 @@ def test_iter_runs_is_lazy_and_parses_runs(web, client):
 
     web.on("POST", GRAPHQL, page)
     runs = client.iter_runs("e", "p")
+    assert web.requests == []  # nothing before the first run is asked for
     first = next(runs)
-    assert len(web.requests) == 1
+    deadline = time.monotonic() + 5
+    while len(web.requests) < 2:  # page 2 is on its way before page 1 is used up
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
     assert (first.run_id, first.display_name, first.storage_id, first.is_finished) == ("r1", "happy-cat-1", "S1", True)
     assert first.created_at == pytest.approx(1699206395.1)
     second = next(runs)
