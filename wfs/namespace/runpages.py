@@ -34,7 +34,8 @@ class RunPages:
                  previous: "RunPages | None" = None) -> None:
         self._fetch = fetch
         self._on_run = on_run
-        self._previous = previous
+        # What the previous listing had loaded (a copy: listings never chain to older ones).
+        self._fallback = previous.loaded() if previous is not None else None
         self._runs: list[Run] = []
         self._ids: set[str] = set()
         self._cursor: str | None = None
@@ -75,10 +76,10 @@ class RunPages:
         try:
             runs, cursor = self._fetch(self._cursor)
         except TransientError as exc:
-            previous, self._previous = self._previous, None
-            if previous is None:
+            fallback, self._fallback = self._fallback, None
+            if fallback is None:
                 raise
-            runs, complete = previous.loaded()
+            runs, complete = fallback
             if len(runs) <= len(self._runs):
                 raise
             logger.warning("W&B unreachable, serving the previous run listing: %s", exc)
@@ -87,6 +88,8 @@ class RunPages:
             return
         self._add(runs)
         self._cursor, self._complete = cursor, cursor is None
+        if self._complete:
+            self._fallback = None
 
     def _add(self, runs: list[Run]) -> None:
         for run in runs:
