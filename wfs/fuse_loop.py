@@ -23,9 +23,11 @@ from typing import Callable
 
 logger = logging.getLogger(__name__)
 
+# The versioned names pin the ABI these calls were written for (a later libfuse may move
+# the default ``fuse_new``/``fuse_loop_mt`` to a new signature but keeps these).
 _NEEDED = (
-    "fuse_parse_cmdline", "fuse_new", "fuse_mount", "fuse_get_session", "fuse_set_signal_handlers",
-    "fuse_loop", "fuse_loop_cfg_create", "fuse_loop_cfg_destroy", "fuse_loop_mt",
+    "fuse_parse_cmdline_312", "fuse_new_31", "fuse_mount", "fuse_get_session", "fuse_set_signal_handlers",
+    "fuse_loop", "fuse_loop_cfg_create", "fuse_loop_cfg_destroy", "fuse_loop_mt_312",
     "fuse_remove_signal_handlers", "fuse_unmount", "fuse_destroy", "fuse_opt_free_args", "fuse_invalidate_path",
 )
 _libc = ctypes.CDLL(None)
@@ -44,8 +46,8 @@ def available(lib) -> bool:
 
 def _declare(lib) -> None:
     vp = ctypes.c_void_p
-    lib.fuse_new.restype = vp
-    lib.fuse_new.argtypes = [ctypes.POINTER(_FuseArgs), vp, ctypes.c_size_t, vp]
+    lib.fuse_new_31.restype = vp
+    lib.fuse_new_31.argtypes = [ctypes.POINTER(_FuseArgs), vp, ctypes.c_size_t, vp]
     lib.fuse_mount.argtypes = [vp, ctypes.c_char_p]
     lib.fuse_get_session.restype = vp
     lib.fuse_get_session.argtypes = [vp]
@@ -54,10 +56,10 @@ def _declare(lib) -> None:
     lib.fuse_loop.argtypes = [vp]
     lib.fuse_loop_cfg_create.restype = vp
     lib.fuse_loop_cfg_destroy.argtypes = [vp]
-    lib.fuse_loop_mt.argtypes = [vp, vp]
+    lib.fuse_loop_mt_312.argtypes = [vp, vp]
     lib.fuse_unmount.argtypes = [vp]
     lib.fuse_destroy.argtypes = [vp]
-    lib.fuse_parse_cmdline.argtypes = [ctypes.POINTER(_FuseArgs), vp]
+    lib.fuse_parse_cmdline_312.argtypes = [ctypes.POINTER(_FuseArgs), vp]
     lib.fuse_opt_free_args.argtypes = [ctypes.POINTER(_FuseArgs)]
     lib.fuse_invalidate_path.argtypes = [vp, ctypes.c_char_p]
 
@@ -86,7 +88,7 @@ def run_session(lib, argc: int, argv, ops, ops_size: int, user_data,
     _declare(lib)
     args = _FuseArgs(argc, ctypes.cast(argv, ctypes.POINTER(ctypes.c_char_p)), 0)
     opts = ctypes.create_string_buffer(_CMDLINE_OPTS_BYTES)
-    if lib.fuse_parse_cmdline(ctypes.byref(args), opts) != 0:
+    if lib.fuse_parse_cmdline_312(ctypes.byref(args), opts) != 0:
         return 1
     # struct fuse_cmdline_opts: int singlethread, foreground, debug, nodefault_subtype; char *mountpoint
     # (wfs always runs in the foreground, so -f is not looked at).
@@ -95,7 +97,7 @@ def run_session(lib, argc: int, argv, ops, ops_size: int, user_data,
     mountpoint = ctypes.string_at(mountpoint_ptr) if mountpoint_ptr else None
     fuse = None
     try:
-        fuse = lib.fuse_new(ctypes.byref(args), ops, ops_size, user_data)
+        fuse = lib.fuse_new_31(ctypes.byref(args), ops, ops_size, user_data)
         if not fuse:
             return 1
         if not mountpoint or lib.fuse_mount(fuse, mountpoint) != 0:
@@ -111,7 +113,7 @@ def run_session(lib, argc: int, argv, ops, ops_size: int, user_data,
             else:
                 config = lib.fuse_loop_cfg_create()
                 try:
-                    res = lib.fuse_loop_mt(fuse, config)
+                    res = lib.fuse_loop_mt_312(fuse, config)
                 finally:
                     lib.fuse_loop_cfg_destroy(config)
         finally:
