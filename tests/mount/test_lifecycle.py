@@ -190,3 +190,35 @@ def test_offline_mount_serves_stored_listings_and_cached_bytes(server, mount_wfs
     assert info.value.errno == errno.EIO and time.monotonic() - started < 2
     stats = server.stats()
     assert stats["graphql_requests"] == 0 and stats["storage_requests"] == 0 and stats["file_url_requests"] == 0
+
+
+def test_offline_mount_shows_a_running_run_as_last_listed(server, mount_wfs, tmp_path):
+    cache = tmp_path / "shared-cache"
+    online = mount_wfs(cache_dir=cache, name="online")
+    assert os.listdir(online.path / "alice/proj/live1") == ["output.log"]
+    assert (online.path / "alice/proj/live1/output.log").read_bytes() == b"line 1\n"
+    assert run_wfs(["unmount", str(online.path)], online.env).returncode == 0
+    online.proc.wait(timeout=20)
+    server.reset_stats()
+    offline = mount_wfs("--offline", cache_dir=cache, name="offline")
+    assert "live1" in os.listdir(offline.path / "alice/proj")
+    assert os.listdir(offline.path / "alice/proj/live1") == ["output.log"]
+    assert (offline.path / "alice/proj/live1/output.log").read_bytes() == b"line 1\n"
+    assert os.getxattr(offline.path / "alice/proj/live1/output.log", "user.wandb.run_state") == b"running"
+    assert server.stats()["graphql_requests"] == 0
+
+
+def test_a_stored_running_run_is_asked_again_when_online(server, mount_wfs, tmp_path):
+    cache = tmp_path / "shared-cache"
+    first = mount_wfs(cache_dir=cache, name="first")
+    assert os.listdir(first.path / "alice/proj/live1") == ["output.log"]
+    assert run_wfs(["unmount", str(first.path)], first.env).returncode == 0
+    first.proc.wait(timeout=20)
+    grown = b"line 1\nline 2\n"
+    server.put_file("alice", "proj", "live1", "output.log", grown)
+    try:
+        again = mount_wfs(cache_dir=cache, name="again")
+        assert os.listdir(again.path / "alice/proj/live1") == ["output.log"]
+        assert (again.path / "alice/proj/live1/output.log").read_bytes() == grown
+    finally:
+        server.put_file("alice", "proj", "live1", "output.log", b"line 1\n")

@@ -1,10 +1,12 @@
-"""Listings of finished runs, kept on disk so a remount re-lists them for free.
+"""Listings of runs, kept on disk so a remount re-lists them for free.
 
 A finished run's metadata cannot change, so once listed it is written to a
 small SQLite file in the cache dir and served from there after a remount.
-Running runs are never stored. The file holds metadata only (names, sizes,
-md5, times): no API key and no signed URL (``direct_url`` is dropped; reads
-get a fresh one through the API host).
+A running run's latest listing is stored too, but only ``--offline`` serves
+it (it may have changed since); an unchanged listing is not written again.
+The file holds metadata only (names, sizes, md5, times): no API key and no
+signed URL (``direct_url`` is dropped; reads get a fresh one through the API
+host).
 
 SQLite does the locking, so several mounts may share one cache dir. A
 damaged store is set aside and rebuilt: it only ever saves requests.
@@ -44,6 +46,7 @@ class ListingStore:
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wfs-listing-store")
+        self._written: dict[tuple[str, str, str], int] = {}  # what this process last wrote per run
         try:
             self._db = self._open()
         except sqlite3.DatabaseError as exc:
@@ -104,8 +107,8 @@ class ListingStore:
         return [Run(**json.loads(row[0])) for row in rows]
 
     def save(self, run: Run, files: list[RunFile], now: float) -> None:
-        """Remember a finished run's listing (running runs are ignored), in the background."""
-        if self._db is None or not run.is_finished:
+        """Remember a run's listing, in the background."""
+        if self._db is None:
             return
         try:
             self._writer.submit(self._save, run, list(files), now)
@@ -113,6 +116,11 @@ class ListingStore:
             pass
 
     def _save(self, run: Run, files: list[RunFile], now: float) -> None:
+        key = (run.entity, run.project, run.run_id)
+        signature = hash((run, tuple((f.name, f.size_bytes, f.updated_at, f.md5) for f in files)))
+        if self._written.get(key) == signature:  # a running run re-listed unchanged
+            return
+        self._written[key] = signature
         run_json = json.dumps(dataclasses.asdict(run))
         files_json = json.dumps([{name: getattr(f, name) for name in _STORED_FILE_FIELDS} for f in files])
         with self._lock:

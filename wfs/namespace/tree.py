@@ -218,7 +218,12 @@ class Namespace:
     def _run(self, entity: str, project: str, run_id: str) -> Run:
         def load():
             stored = self._store.run(entity, project, run_id) if self._store else None
-            return stored or self._client.run(entity, project, run_id)
+            if stored is not None and stored.is_finished:
+                return stored
+            return self._online_or_stored(
+                lambda: self._client.run(entity, project, run_id),
+                lambda: _found(stored, f"{entity}/{project}/{run_id}"),
+            )
 
         return self._maybe(("run", entity, project, run_id), load)
 
@@ -234,7 +239,10 @@ class Namespace:
             if self._store and run.is_finished:
                 files = self._store.files(run.entity, run.project, run.run_id)
             if files is None:
-                files = list(self._client.iter_run_files(run.entity, run.project, run.run_id))
+                files = self._online_or_stored(
+                    lambda: list(self._client.iter_run_files(run.entity, run.project, run.run_id)),
+                    lambda: _found(self._store.files(run.entity, run.project, run.run_id), run.run_id),
+                )
                 if self._store:
                     self._store.save(run, files, time.time())
             return RunTree(f for f in files if self._shown(f))
@@ -429,6 +437,13 @@ class ProjectListing(Listing):
             self._link_of = {name: LinkNode(run_id, _run_time(by_id[run_id])) for name, run_id in links.items()}
             self._links = sorted(self._link_of.items())
         return self._links
+
+
+def _found(value, what: str):
+    """``value`` from the listing store, or ``TransientError`` when it holds nothing (offline)."""
+    if value is None:
+        raise TransientError(f"offline, and {what} was never listed here")
+    return value
 
 
 def _run_entry(run: Run) -> tuple[str, Node]:
