@@ -54,6 +54,11 @@ class RunPages:
     def complete(self) -> bool:
         return self._complete
 
+    def __len__(self) -> int:
+        """How many runs are loaded (all of them once ``complete``)."""
+        with self._lock:
+            return len(self._runs)
+
     def run(self, index: int) -> Run | None:
         """The run at position ``index`` (None past the last), fetching pages up to it."""
         with self._lock:

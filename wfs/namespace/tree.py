@@ -417,7 +417,7 @@ class ProjectListing(Listing):
         if run is not None:
             return _run_entry(run)
         links = self._display_links()
-        rest = index - len(self.pages.all())
+        rest = index - len(self.pages)  # run() returned None: every page is loaded
         return links[rest] if rest < len(links) else None
 
     def all(self) -> list[tuple[str, Node]]:
