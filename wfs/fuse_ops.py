@@ -41,6 +41,7 @@ from wfs.namespace import DirNode, FileNode, LinkNode, Listing, Namespace, Node 
 logger = logging.getLogger(__name__)
 
 FUSE_FILL_DIR_PLUS = 1 << 1
+FUSE_CAP_CACHE_SYMLINKS = 1 << 23  # the kernel keeps readlink answers (libfuse 3.10+)
 # With per-path expiry (``KernelExpiry``) the kernel may keep entries and attributes
 # this long: immutable ones are never invalidated, the rest are when their TTL ends.
 LONG_KERNEL_TIMEOUT_SECONDS = 24 * 3600.0
@@ -129,6 +130,10 @@ class WfsOperations(mfusepy.Operations):
     # ---------------------------------------------------------- lifecycle
     @mfusepy.overrides(mfusepy.Operations)
     def init_with_config(self, conn_info, config_3) -> None:
+        if conn_info is not None and conn_info.capable & FUSE_CAP_CACHE_SYMLINKS:
+            # `ls -l` of a project reads every display-name link; their targets change
+            # only with the run list, and KernelExpiry drops them with it.
+            conn_info.want |= FUSE_CAP_CACHE_SYMLINKS
         if config_3 is not None:
             long = self.expiry is not None
             config_3.entry_timeout = LONG_KERNEL_TIMEOUT_SECONDS if long else self.timeouts["entry"]
@@ -163,6 +168,7 @@ class WfsOperations(mfusepy.Operations):
 
     @mfusepy.overrides(mfusepy.Operations)
     def readlink(self, path: str) -> str:
+        self.kernel_requests["readlink"] += 1
         node = self._resolve(path)
         if not isinstance(node, LinkNode):
             raise mfusepy.FuseOSError(errno.EINVAL)

@@ -55,6 +55,9 @@ def test_a_project_with_many_runs_is_listed_a_page_at_a_time(server, mounted):
     # The display-name links come after the last page (their names depend on every run).
     assert names[len(run_ids):] == ["sweep-best", "sweep-best~m01999"]
     assert os.readlink(project / "sweep-best") == "m00999"
+    asked = mounted.kernel_requests("readlink")
+    assert os.readlink(project / "sweep-best") == "m00999"
+    assert mounted.kernel_requests("readlink") == asked  # the kernel keeps the target
     server.reset_stats()
     assert os.path.isdir(project / "m02499") and os.listdir(project) == names
     assert server.stats()["graphql_requests"] == 0
