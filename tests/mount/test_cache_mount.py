@@ -114,6 +114,39 @@ def test_cache_stays_under_cap_plus_one_block_while_reading_200mb(server, mount_
     assert max(samples) <= cap + BLOCK, max(samples) / MIB
 
 
+def test_two_mounts_sharing_a_cache_dir_stay_under_one_cap(server, mount_wfs, tmp_path):
+    cap = 64 * MIB
+    cache_dir = tmp_path / "shared-cache"
+    mounts = [mount_wfs("--cache-max-size", "64M", name=name, cache_dir=cache_dir) for name in ("s1", "s2")]
+    samples, done, digests = [], threading.Event(), {}
+
+    def sample():
+        while not done.is_set():
+            samples.append(du_bytes(cache_dir))
+            done.wait(0.01)
+
+    def read(mount, names):
+        for name in names:
+            digests[name] = file_sha(mount.path / "alice/cache/c1" / name)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    readers = [threading.Thread(target=read, args=(mount, [f"parts/p{i}.bin" for i in range(first, 10, 2)]))
+               for mount, first in zip(mounts, (0, 1))]
+    try:
+        for reader in readers:
+            reader.start()
+        for reader in readers:
+            reader.join(180)
+    finally:
+        done.set()
+        sampler.join(10)
+    samples.append(du_bytes(cache_dir))
+    assert digests == {name: expected_sha(CACHE_RUN_FILES[name]) for name in digests} and len(digests) == 10
+    assert len(samples) > 10
+    assert max(samples) <= cap + BLOCK, max(samples) / MIB
+
+
 def test_remount_rereads_finished_run_with_zero_bytes_fetched(server, mount_wfs):
     first = mount_wfs(name="a")
     paths = ["alice/proj/run1/config.yaml", "alice/proj/run1/ckpt/model.bin", "alice/cache/c1/parts/p3.bin"]

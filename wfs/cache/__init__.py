@@ -7,6 +7,7 @@ namespace or mfusepy.
 - ``blockstore``: ``BlockCache`` / ``CachedFile`` (index, LRU cap, single flight, md5)
 - ``readahead``: the sequential-read detector and growing window
 - ``flight``: in-process single flight and the per-block ``flock``
+- ``ledger``: the directory's accounted bytes, shared by every process using it (the cap is the directory's)
 - ``layout``: file names, atomic writes, ``meta.json``, the startup scan
 - ``maintenance``: ``cache_stats``, ``clear_cache``, ``prune_cache`` for the CLI
 """

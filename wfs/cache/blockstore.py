@@ -14,10 +14,22 @@ What stays true:
   its blocks are present (mismatch: blocks discarded, refetched once, then
   ``CacheIntegrityError`` on every read).
 - Accounted bytes (each block's allocation plus a share of its object's
-  metadata) never exceed ``max_bytes``: room is made, by deleting least
-  recently used blocks, *before* a block is written. Blocks pinned by a read
-  in progress, or being written, are kept out of the LRU and are never
-  evicted.
+  metadata) of the whole directory never exceed ``max_bytes``, however many
+  processes share it: room is made, by deleting least recently used blocks,
+  *before* a block is fetched and written, and the directory's total is kept
+  in a shared ledger (``ledger``: reserved under its flock before the fetch,
+  given back if the block is not written, subtracted only by whoever's
+  ``unlink`` succeeded). Blocks pinned by a read in progress, or being
+  fetched and written, are kept out of the LRU and are never evicted by this
+  process (another process may remove them: a block that vanishes is a miss,
+  fetched again).
+- Eviction order is least recently used across the directory, by the block
+  file's mtime (bumped when a block is written or, at most once a minute,
+  read): the oldest of this process's LRU is compared with the oldest block
+  only other processes know (remembered from a stat-only scan of the
+  directory, redone when used up, at most every few seconds), and the older
+  goes. A process that has only just started knows every block (its startup
+  scan), so scans happen only when other processes have written since.
 - A block is fetched once however many threads want it (``SingleFlight``) and,
   through a per-block ``flock``, however many processes share the directory;
   whoever waited re-checks the disk before fetching.
@@ -27,14 +39,19 @@ What stays true:
 
 Thread safety and lock order (take left before right, never the reverse):
 
-    block flock (FileLock)  ->  _Object.verify_lock  ->  BlockCache._lock  ->  SingleFlight._lock
+    maint.lock -> block flock (FileLock) -> _Object.verify_lock -> ledger -> BlockCache._lock -> SingleFlight._lock
     CachedFile._lock  ->  BlockCache._lock
 
 ``BlockCache._lock`` guards the index (``_lru``, ``_pins``, ``_objects`` and
-the ``_Object`` fields, ``_mem``, counters) and is held only for dictionary work
-and unlinks. ``fetch`` is called with no thread lock held (only the block's
-flock, which is what makes other processes wait), and so is every block write
-and read.
+the ``_Object`` fields, ``_mem``, ``_freed``, counters) and is held only for
+dictionary work and unlinks. The ledger (its thread lock and flock) is held
+to reserve room for a block, which may evict blocks (other processes' too;
+their block flocks are then only *tried*, never waited for), and to subtract
+what this process removed elsewhere (``_freed``, handed over by
+``_flush_freed`` outside ``BlockCache._lock``, or by the next reservation).
+A read of a block on disk never takes it. ``fetch`` is called with no thread
+lock held (only the block's flock, which is what makes other processes wait),
+and so is every block write and read.
 """
 
 from __future__ import annotations
@@ -42,11 +59,14 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import errno
+import fcntl
 import hashlib
+import heapq
 import logging
 import os
 import threading
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -57,6 +77,7 @@ from cachetools import LRUCache
 from wfs.cache import layout
 from wfs.cache.errors import CacheError, CacheIntegrityError
 from wfs.cache.flight import FileLock, SingleFlight
+from wfs.cache.ledger import Ledger, Transaction, UsersLock
 from wfs.cache.readahead import ReadAhead
 
 logger = logging.getLogger(__name__)
@@ -74,6 +95,15 @@ DISK_TROUBLE_SECONDS = 30.0
 DISK_WARNING_INTERVAL_SECONDS = 60.0
 # Fetched blocks the disk refused are kept in memory, this many at most.
 MEMORY_FALLBACK_BLOCKS = 4
+# Blocks only other processes know (eviction candidates), kept from one directory scan: the oldest this many.
+FOREIGN_CANDIDATES = 1024
+# The directory is scanned for them at most this often while this process has blocks of its own it could
+# evict instead, and at most this often when it has none; each scan that finds none doubles both, up to
+# FOREIGN_RESCAN_BACKOFF times (the ledger can count bytes no scan finds: other processes' blocks in flight,
+# or drift), and one that finds some resets them.
+FOREIGN_RESCAN_SECONDS = 5.0
+FOREIGN_RESCAN_URGENT_SECONDS = 0.5
+FOREIGN_RESCAN_BACKOFF = 64
 _VERIFY_CHUNK_BYTES = 1 * MIB
 
 
@@ -145,21 +175,57 @@ class _Object:
         return f"{self.key!r} ({self.size} bytes)"
 
 
-class _BlockLRU(LRUCache):
-    """Unpinned, written blocks in recency order; every eviction goes through ``popitem``."""
+class _BlockLRU:
+    """Unpinned, written blocks (key -> charge), least recently used first; ``currsize`` sums the charges.
 
-    def __init__(self, maxsize: int, on_evict: Callable[[BlockKey, int], None]) -> None:
-        super().__init__(maxsize, getsizeof=_identity)
-        self._on_evict = on_evict
+    It never evicts by itself: the cap is the ledger's, and evictions go through ``BlockCache._evict_locked``.
+    """
 
-    def popitem(self) -> tuple[BlockKey, int]:
-        key, charge = super().popitem()
-        self._on_evict(key, charge)  # deletes the block file
-        return key, charge
+    __slots__ = ("_order", "currsize")
+
+    def __init__(self) -> None:
+        self._order: OrderedDict[BlockKey, int] = OrderedDict()
+        self.currsize = 0
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._order
+
+    def __setitem__(self, key: BlockKey, charge: int) -> None:
+        """Insert or update ``key`` as the most recently used."""
+        old = self._order.pop(key, None)
+        if old is not None:
+            self.currsize -= old
+        self._order[key] = charge
+        self.currsize += charge
+
+    def __delitem__(self, key: BlockKey) -> None:
+        self.currsize -= self._order.pop(key)
+
+    def pop(self, key: BlockKey, default: int | None = None) -> int | None:
+        charge = self._order.pop(key, None)
+        if charge is None:
+            return default
+        self.currsize -= charge
+        return charge
+
+    def oldest(self) -> BlockKey | None:
+        return next(iter(self._order), None)
 
 
-def _identity(charge: int) -> int:
-    return charge
+class _Foreign:
+    """A block on disk that this process does not index, found by a scan: an eviction candidate."""
+
+    __slots__ = ("mtime_ns", "key", "charge", "path", "directory")
+
+    def __init__(self, mtime_ns: int, key: BlockKey, charge: int, directory: Path) -> None:
+        self.mtime_ns = mtime_ns
+        self.key = key
+        self.charge = charge
+        self.directory = directory
+        self.path = os.path.join(directory, layout.block_name(key[1]))
 
 
 class _RateLimitedLog:
@@ -205,9 +271,16 @@ class BlockCache:
         self.block_size_bytes = block_size_bytes
         self.readahead_max_bytes = readahead_max_bytes
         self._lock = threading.Lock()
-        self._lru = _BlockLRU(max_bytes, self._on_evict)
+        self._lru = _BlockLRU()
         self._pins: dict[BlockKey, _Pin] = {}
         self._pinned_bytes = 0
+        self._freed = 0  # charges of block files this process removed, not yet subtracted from the ledger
+        self._ledger = Ledger(self.root, self._recount)
+        self._users = UsersLock(self.root)
+        self._foreign: deque[_Foreign] = deque()  # guarded by the ledger's lock
+        self._foreign_scanned_at = -1e9
+        self._foreign_backoff = 1
+        self._scan_lock = threading.Lock()
         self._objects: dict[str, _Object] = {}
         self._mem: LRUCache = LRUCache(MEMORY_FALLBACK_BLOCKS * block_size_bytes, getsizeof=len)
         self._touched: dict[BlockKey, float] = {}
@@ -237,14 +310,34 @@ class BlockCache:
             self._disk_failed(exc, "preparing the cache directory")
 
     def _rebuild(self) -> None:
-        """Index the blocks already on disk, oldest first, so the newest survive a smaller cap."""
+        """Index the blocks already on disk, oldest first, so the newest survive a smaller cap.
+
+        Joins the directory's users; alone on it, sets the ledger to what is on disk.
+        """
         started = time.monotonic()
+        with FileLock(self.root / "maint.lock"):
+            alone = self._users.join()
+            try:
+                to_verify = self._index_disk(alone)
+            finally:
+                self._users.share()
+        for obj in to_verify:
+            self._submit(self._verify_pool, self._verify_job, obj)
+        with self._lock:
+            used, nblocks = self._lru.currsize, len(self._lru)
+        logger.info(
+            "cache %s: indexed %d blocks of %d objects, %.1f MiB of %.1f MiB%s, in %.3f s",
+            self.root, nblocks, len(self._objects), used / MIB, self.max_bytes / MIB,
+            " (alone: ledger recounted)" if alone else "", time.monotonic() - started,
+        )
+
+    def _index_disk(self, alone: bool) -> list[_Object]:
         try:
-            with FileLock(self.root / "maint.lock"):
-                scanned = list(layout.scan(self.root, repair=True))
+            scanned = list(layout.scan(self.root, repair=True))
         except OSError as exc:
             self._disk_failed(exc, "scanning the cache directory")
             scanned = []
+        on_disk = 0
         entries: list[tuple[int, str, int, int]] = []
         for found in scanned:
             meta = found.meta
@@ -258,8 +351,10 @@ class BlockCache:
             for _mtime, obj_hash, index, length in entries:
                 obj = self._objects[obj_hash]
                 charge = layout.charge_bytes(length)
-                if not self._make_room_locked(charge):
-                    layout.unlink_quiet(obj.block_path(index))
+                on_disk += charge
+                if not self._trim_locked(charge):
+                    if layout.unlink_quiet(obj.block_path(index)):
+                        self._freed += charge
                     continue
                 self._lru[(obj_hash, index)] = charge
                 obj.present.add(index)
@@ -271,13 +366,14 @@ class BlockCache:
                 elif obj.md5 and not obj.verified and len(obj.present) == obj.nblocks and obj.nblocks > 1:
                     obj.verifying = True
                     to_verify.append(obj)
-            used, nblocks = self._lru.currsize, len(self._lru)
-        for obj in to_verify:
-            self._submit(self._verify_pool, self._verify_job, obj)
-        logger.info(
-            "cache %s: indexed %d blocks of %d objects, %.1f MiB of %.1f MiB, in %.3f s",
-            self.root, nblocks, len(self._objects), used / MIB, self.max_bytes / MIB, time.monotonic() - started,
-        )
+            freed = self._take_freed_locked()
+        remaining = on_disk - freed
+        with self._ledger.transaction(recount=lambda: remaining) as txn:
+            if alone:
+                txn.total = remaining  # nothing else is writing: what is on disk is the truth
+            elif not txn.recounted:
+                txn.total -= freed
+        return to_verify
 
     # ------------------------------------------------------------ public API
     def open(self, key: str, size_bytes: int, fetch: Fetch, *, md5_b64: str | None = None) -> CachedFile:
@@ -345,10 +441,11 @@ class BlockCache:
             )
 
     def prune(self, max_bytes: int) -> None:
-        """Evict least recently used blocks until at most ``max_bytes`` are used (the cap is unchanged)."""
+        """Evict least recently used blocks until this process indexes at most ``max_bytes`` (the cap stays)."""
         with self._lock:
             while self._lru and self._lru.currsize + self._pinned_bytes > max_bytes:
-                self._lru.popitem()
+                self._evict_locked(self._lru.oldest())
+        self._flush_freed()
 
     def clear(self) -> None:
         """Evict every block this process indexes, except those a read is using right now."""
@@ -365,10 +462,15 @@ class BlockCache:
             pending = list(self._futures)
         for pool in (self._readahead_pool, self._prefetch_pool, self._verify_pool):
             pool.shutdown(wait=False, cancel_futures=True)
+        not_done: set[Future] = set()
         if pending:
             _done, not_done = concurrent.futures.wait(pending, timeout=timeout_seconds)
             if not_done:
                 logger.warning("cache closed with %d fetches still running", len(not_done))
+        self._flush_freed()
+        if not not_done:  # else stay a user: those fetches may still write (released at exit)
+            self._users.leave()
+            self._ledger.close()
 
     def __enter__(self) -> BlockCache:
         return self
@@ -401,6 +503,7 @@ class BlockCache:
                     obj.verifying = verify = True
             obj.fetch = fetch
             obj.open_count += 1
+        self._flush_freed()
         if verify:
             self._submit(self._verify_pool, self._verify_job, obj)
         return obj
@@ -416,14 +519,19 @@ class BlockCache:
                 del self._objects[obj.hash]
 
     # ------------------------------------------------------------ index (all *_locked: hold _lock)
-    def _make_room_locked(self, charge: int) -> bool:
+    def _trim_locked(self, charge: int) -> bool:
+        """Startup: make room for ``charge`` in this process's index (which then holds every block on disk)."""
         if charge > self.max_bytes:
             return False
         while self._lru.currsize + self._pinned_bytes + charge > self.max_bytes:
             if not self._lru:
                 return False
-            self._lru.popitem()
+            self._evict_locked(self._lru.oldest())
         return True
+
+    def _take_freed_locked(self) -> int:
+        freed, self._freed = self._freed, 0
+        return freed
 
     def _pin_locked(self, key: BlockKey) -> _Pin:
         pin = self._pins.get(key)
@@ -447,9 +555,12 @@ class BlockCache:
             else:  # cannot happen: a writer holds its own pin until it commits or gives up
                 logger.error("cache block %s unpinned while being written", key)
 
-    def _on_evict(self, key: BlockKey, _charge: int) -> None:
+    def _evict_locked(self, key: BlockKey) -> None:
+        """Delete an unpinned block of the LRU; its charge goes to ``_freed`` only if this unlink removed it."""
+        charge = self._lru.pop(key)
         obj = self._objects[key[0]]
-        layout.unlink_quiet(obj.block_path(key[1]))
+        if layout.unlink_quiet(obj.block_path(key[1])):
+            self._freed += charge
         self._evictions += 1
         self._unindexed_locked(obj, key[1])
 
@@ -465,16 +576,16 @@ class BlockCache:
     def _drop_locked(self, obj: _Object, index: int, *, unlink: bool) -> None:
         """Remove a present block from the index (file already gone, or bad bytes when ``unlink``)."""
         key = (obj.hash, index)
-        if key in self._lru:
-            del self._lru[key]
-        else:
+        charge = self._lru.pop(key)
+        if charge is None:
             pin = self._pins.get(key)
             if pin is None or not pin.written or not pin.charge:
                 return
+            charge = pin.charge
             self._pinned_bytes -= pin.charge
             pin.charge, pin.written = 0, False
-        if unlink:
-            layout.unlink_quiet(obj.block_path(index))
+        if unlink and layout.unlink_quiet(obj.block_path(index)):
+            self._freed += charge
         self._unindexed_locked(obj, index)
 
     def _discard_blocks_locked(self, obj: _Object) -> None:
@@ -540,6 +651,7 @@ class BlockCache:
             return data
         with self._lock:
             self._drop_locked(obj, index, unlink=data is not None)
+        self._flush_freed()
         return None
 
     def _load_block(self, obj: _Object, index: int, fetch: Fetch) -> bytes | None:
@@ -558,8 +670,23 @@ class BlockCache:
                 return data
             if self._adopt(obj, index):
                 return None
-            data = self._fetch_checked(obj, index, fetch)
-            self._store(obj, index, data)
+            # Room is reserved before fetching, so fetched bytes never wait for the shared ledger.
+            charge = layout.charge_bytes(obj.block_length(index))
+            outcome = self._reserve(obj, key, charge)
+            try:
+                data = self._fetch_checked(obj, index, fetch)
+            except BaseException:
+                if outcome == "ok":
+                    self._unreserve(obj, index)
+                raise
+            if outcome == "ok" and layout.charge_bytes(len(data)) != charge:  # the object changed meanwhile
+                self._unreserve(obj, index)
+                outcome = "changed"
+            if outcome == "ok":
+                self._store(obj, index, data)
+            elif outcome != "exists":
+                logger.debug("cache: no room for block %d of %s (%s)", index, obj.describe(), outcome)
+                self._remember(key, data)
             return data
 
     def _adopt(self, obj: _Object, index: int) -> bool:
@@ -571,10 +698,20 @@ class BlockCache:
         except OSError:
             return False
         key = (obj.hash, index)
+        charge = layout.charge_bytes(length)
+        verify = False
         with self._lock:
-            if self._reserve_locked(obj, key, layout.charge_bytes(length)) == "ok":
+            pin = self._pins.get(key)
+            if not ((pin is not None and pin.charge) or key in self._lru):
+                # Indexed without touching the ledger: the process that wrote it counted it.
+                pin = self._pin_locked(key)
+                pin.charge, pin.written = charge, False
+                self._pinned_bytes += charge
+                obj.nindexed += 1
                 obj.meta_written = True  # the other process wrote it before the block
-                self._commit_locked(obj, key)
+                verify = self._commit_locked(obj, key)
+        if verify:
+            self._submit(self._verify_pool, self._verify_job, obj)
         return True
 
     def _fetch_checked(self, obj: _Object, index: int, fetch: Fetch) -> bytes:
@@ -604,22 +741,156 @@ class BlockCache:
         with self._lock:
             obj.failed = True
             self._discard_blocks_locked(obj)
+        self._flush_freed()
         logger.error("md5 of %s does not match %s after a refetch; reads will fail", obj.describe(), obj.md5)
         raise CacheIntegrityError(f"md5 mismatch for {obj.describe()} after a refetch")
 
-    # ------------------------------------------------------------ writing
-    def _reserve_locked(self, obj: _Object, key: BlockKey, charge: int) -> str:
-        """Charge a block about to be written: ``"ok"``, ``"exists"`` or ``"nospace"``."""
-        pin = self._pins.get(key)
-        if (pin is not None and pin.charge) or key in self._lru:
-            return "exists"
-        if not self._make_room_locked(charge):
+    # ------------------------------------------------------------ room (the shared ledger)
+    def _reserve(self, obj: _Object, key: BlockKey, charge: int) -> str:
+        """Charge a block about to be written, making room: ``"ok"``, ``"exists"``, ``"nospace"`` or ``"closed"``.
+
+        Under the ledger's lock: evict until the directory's total plus
+        ``charge`` fits the cap, add ``charge``, pin the block as being written.
+        """
+        if charge > self.max_bytes:
             return "nospace"
-        pin = self._pin_locked(key)
-        pin.charge, pin.written = charge, False
-        self._pinned_bytes += charge
-        obj.nindexed += 1
+        for attempt in (0, 1):
+            with self._ledger.transaction() as txn:
+                with self._lock:
+                    if self._closed:
+                        return "closed"
+                    txn.total -= self._take_freed_locked()
+                    if self._indexed_locked(key):
+                        return "exists"
+                room = self._make_room(txn, charge, may_scan=attempt == 0)
+                if room == "ok":
+                    with self._lock:
+                        if self._indexed_locked(key):  # cannot happen: one writer per block (flight + flock)
+                            return "exists"
+                        pin = self._pin_locked(key)
+                        pin.charge, pin.written = charge, False
+                        self._pinned_bytes += charge
+                        obj.nindexed += 1
+                        txn.total += charge
+                    return "ok"
+                if room == "nospace":
+                    return "nospace"
+            self._scan_foreign()  # room == "scan": without the ledger's lock, then try again
+        return "nospace"
+
+    def _indexed_locked(self, key: BlockKey) -> bool:
+        pin = self._pins.get(key)
+        return (pin is not None and pin.charge > 0) or key in self._lru
+
+    def _make_room(self, txn: Transaction, charge: int, *, may_scan: bool) -> str:
+        """Evict until ``txn.total + charge`` fits: ``"ok"``, ``"nospace"``, or ``"scan"`` (candidates needed).
+
+        The ledger's lock is held; ``BlockCache._lock`` is not.
+        """
+        while txn.total + charge > self.max_bytes:
+            with self._lock:
+                own = self._lru.oldest()
+                own_path = self._objects[own[0]].block_path(own[1]) if own is not None else ""
+                others = txn.total - self._lru.currsize - self._pinned_bytes
+            foreign = self._foreign
+            candidate = foreign[0] if foreign else None
+            if candidate is None and others > 0 and may_scan and self._foreign_scan_due(urgent=own is None):
+                return "scan"
+            if own is not None and candidate is not None:
+                own_mtime = _mtime_ns(own_path)
+                if own_mtime is not None and candidate.mtime_ns < own_mtime:
+                    own = None  # the other process's block is older
+                else:
+                    candidate = None  # ours is older, or already gone (then evicting it just forgets it)
+            if own is not None:
+                with self._lock:
+                    if own in self._lru:  # else pinned meanwhile: look again
+                        self._evict_locked(own)
+                    txn.total -= self._take_freed_locked()
+            elif candidate is not None:
+                foreign.popleft()
+                txn.total -= self._evict_foreign(candidate)
+            else:
+                return "nospace"
         return "ok"
+
+    def _evict_foreign(self, candidate: _Foreign) -> int:
+        """Delete a block only other processes know, if it is unchanged since the scan; its charge if removed."""
+        with self._lock:
+            if self._indexed_locked(candidate.key) or candidate.key in self._pins:
+                return 0  # ours now
+        lock_file = layout.lock_path(self.root, *candidate.key)
+        try:
+            lock_fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return 0
+        try:
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return 0  # some process is fetching or adopting a block of this stripe: leave it
+            if _mtime_ns(candidate.path) != candidate.mtime_ns:
+                return 0  # gone, or used since the scan: no longer the oldest
+            with self._lock:
+                if candidate.key in self._pins or candidate.key in self._lru:
+                    return 0
+                if not layout.unlink_quiet(candidate.path):
+                    return 0
+                self._evictions += 1
+            layout.remove_object_dir(candidate.directory)
+            return candidate.charge
+        finally:
+            os.close(lock_fd)
+
+    def _foreign_scan_due(self, *, urgent: bool) -> bool:
+        interval = FOREIGN_RESCAN_URGENT_SECONDS if urgent else FOREIGN_RESCAN_SECONDS
+        return time.monotonic() - self._foreign_scanned_at >= interval * self._foreign_backoff
+
+    def _scan_foreign(self) -> None:
+        """Remember the oldest blocks on disk this process does not index (no lock held but ``_scan_lock``)."""
+        with self._scan_lock:
+            if time.monotonic() - self._foreign_scanned_at < FOREIGN_RESCAN_URGENT_SECONDS:
+                return  # another thread just did
+            started = time.monotonic()
+            pins, lru = self._pins, self._lru  # membership tests only: a hint, re-checked before deleting
+
+            def found():
+                for obj in layout.scan(self.root, repair=False):
+                    for index, length, mtime_ns in obj.blocks:
+                        key = (obj.obj_hash, index)
+                        if key not in lru and key not in pins:
+                            yield mtime_ns, key, layout.charge_bytes(length), obj.directory
+
+            try:
+                oldest = heapq.nsmallest(FOREIGN_CANDIDATES, found(), key=lambda entry: entry[0])
+            except OSError as exc:
+                logger.debug("cache: scan for other processes' blocks failed: %s", exc)
+                oldest = []
+            self._foreign = deque(_Foreign(*entry) for entry in oldest)
+            self._foreign_backoff = 1 if oldest else min(2 * self._foreign_backoff, FOREIGN_RESCAN_BACKOFF)
+            self._foreign_scanned_at = time.monotonic()
+            logger.debug("cache: %d blocks of other processes found in %.3f s", len(oldest),
+                         self._foreign_scanned_at - started)
+
+    def _recount(self) -> int:
+        """The ledger's total when it is missing or unreadable: blocks on disk plus ours being written."""
+        try:
+            total = layout.disk_usage(self.root)
+        except OSError as exc:
+            logger.debug("cache: cannot scan %s: %s", self.root, exc)
+            with self._lock:
+                return self._lru.currsize + self._pinned_bytes
+        with self._lock:
+            return total + sum(pin.charge for pin in self._pins.values() if pin.charge and not pin.written)
+
+    def _flush_freed(self) -> None:
+        """Subtract from the ledger what this process removed (call with no lock held but block flocks)."""
+        if not self._freed:
+            return
+        with self._ledger.transaction() as txn, self._lock:
+            txn.total -= self._take_freed_locked()
+
+    # ------------------------------------------------------------ writing
 
     def _commit_locked(self, obj: _Object, key: BlockKey) -> bool:
         """The block's file is in place; returns whether the object now needs a background md5 check."""
@@ -631,37 +902,43 @@ class BlockCache:
             return True
         return False
 
-    def _store(self, obj: _Object, index: int, data: bytes) -> None:
+    def _unreserve(self, obj: _Object, index: int) -> None:
+        """Give back the room reserved for a block that will not be written."""
         key = (obj.hash, index)
         with self._lock:
-            outcome = "closed" if self._closed else self._reserve_locked(obj, key, layout.charge_bytes(len(data)))
-            if outcome == "ok":
-                if obj.verified and obj.nblocks > 1:  # new bytes the last check did not cover
-                    obj.verified, obj.meta_dirty = False, True
-                meta = obj.meta()
-                meta_needed = obj.meta_dirty or not obj.meta_written
-        if outcome == "exists":
-            return
-        if outcome != "ok":
-            logger.debug("cache: no room for block %d of %s (%s)", index, obj.describe(), outcome)
-            self._remember(key, data)
-            return
-        if not meta_needed and not os.path.exists(obj.dir_prefix + layout.META_NAME):
-            meta_needed = True  # removed by another process (prune, clear) since we wrote it
+            pin = self._pins[key]
+            self._pinned_bytes -= pin.charge
+            self._freed += pin.charge
+            pin.charge = 0
+            self._unindexed_locked(obj, index)
+            self._unpin_locked(key)
+        self._flush_freed()
+
+    def _store(self, obj: _Object, index: int, data: bytes) -> None:
+        """Write a block whose room ``_reserve`` reserved, and index it."""
+        key = (obj.hash, index)
+        with self._lock:
+            if obj.verified and obj.nblocks > 1:  # new bytes the last check did not cover
+                obj.verified, obj.meta_dirty = False, True
+            meta = obj.meta()
+            meta_needed = obj.meta_dirty or not obj.meta_written
+        meta_path = obj.dir_prefix + layout.META_NAME
+        if not meta_needed and not os.path.exists(meta_path):
+            meta_needed = True  # removed by another process (prune, clear, eviction) since we wrote it
         try:
             if meta_needed:
                 layout.write_meta(obj.directory, meta)
             layout.write_file_atomic(obj.directory, layout.block_name(index), data)
         except OSError as exc:
-            with self._lock:
-                pin = self._pins[key]
-                self._pinned_bytes -= pin.charge
-                pin.charge = 0
-                self._unindexed_locked(obj, index)
-                self._unpin_locked(key)
+            self._unreserve(obj, index)
             self._disk_failed(exc, f"storing block {index} of {obj.describe()}")
             self._remember(key, data)
             return
+        if not os.path.exists(meta_path):  # another process emptied the object while we wrote
+            try:
+                layout.write_meta(obj.directory, meta)
+            except OSError as exc:
+                self._disk_failed(exc, f"storing the metadata of {obj.describe()}")
         with self._lock:
             if meta_needed:
                 obj.meta_written = True
@@ -730,6 +1007,7 @@ class BlockCache:
                     obj.failed = obj.md5_failures >= 2
                     self._discard_blocks_locked(obj)
             if not ok:
+                self._flush_freed()
                 if obj.failed:
                     logger.error("md5 of %s does not match %s after a refetch; reads will fail",
                                  obj.describe(), obj.md5)
@@ -920,6 +1198,13 @@ class CachedFile:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _mtime_ns(path: str) -> int | None:
+    try:
+        return os.lstat(path).st_mtime_ns
+    except OSError:
+        return None
 
 
 def _touch(path: str) -> None:

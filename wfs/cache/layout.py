@@ -5,6 +5,8 @@
     root/
       limits.json                      {"max_bytes": ...} of the last mount (for `wfs cache stats`)
       maint.lock                       flock: startup scan, prune and clear exclude each other
+      usage                            the ledger: accounted bytes of the whole directory (see ``ledger``)
+      users                            flock: shared by every process using the directory
       locks/<nnn>.lock                 4096 striped flock files, one held per block fetch
       objects/<hh>/<sha256(key)>/
         meta.json                      key, size_bytes, block_size_bytes, md5_b64, verified
@@ -226,14 +228,16 @@ def _stale_temp(name: str, mtime: float, now: float) -> bool:
     return now - mtime > STALE_TEMP_SECONDS or not _pid_alive(pid)
 
 
-def unlink_quiet(path: str | Path) -> None:
-    """Remove a file; a missing one is fine, other errors are only logged."""
+def unlink_quiet(path: str | Path) -> bool:
+    """Remove a file; ``True`` if this call removed it (a missing one is fine, other errors are only logged)."""
     try:
         os.unlink(path)
+        return True
     except FileNotFoundError:
-        pass
+        return False
     except OSError as exc:
         logger.debug("could not remove %s: %s", path, exc)
+        return False
 
 
 def scan(root: Path, *, repair: bool) -> Iterator[ScannedObject]:
@@ -337,11 +341,16 @@ def _has_live_temp(directory: Path, now: float) -> bool:
     return False
 
 
+def disk_usage(root: Path) -> int:
+    """Accounted bytes of the valid blocks on disk (``charge_bytes`` of each; stat only, no repair)."""
+    return sum(charge_bytes(length) for found in scan(root, repair=False) for _index, length, _mtime in found.blocks)
+
+
 def remove_object_dir(directory: Path) -> None:
-    """Remove ``meta.json`` and the directory if no block is left in it (best effort)."""
+    """Remove ``meta.json`` and the directory if no block, and no write in progress, is left in it (best effort)."""
     try:
         for entry in os.scandir(directory):
-            if entry.name.endswith(BLOCK_SUFFIX):
+            if entry.name.endswith(BLOCK_SUFFIX) or entry.name.startswith(TEMP_PREFIX):
                 return
     except FileNotFoundError:
         return

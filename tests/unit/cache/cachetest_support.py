@@ -117,3 +117,40 @@ def du_bytes(root: Path) -> int:
             st = _lstat(path)
             total += st.st_blocks * 512 if st is not None else 0
     return total
+
+
+def accounted_bytes(root: Path) -> int:
+    """The cache's accounting of the blocks on disk, scanned while holding the usage ledger's lock.
+
+    Room is only made under that lock, so no block can be removed for another
+    one during the scan: the sum is what was on disk at one moment (plus, at
+    most, blocks whose room was already reserved).
+    """
+    import fcntl
+
+    from wfs.cache import layout
+
+    fd = os.open(Path(root) / "usage", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return disk_bytes(root)
+    finally:
+        os.close(fd)
+
+
+def disk_bytes(root: Path) -> int:
+    """The cache's accounting (``charge_bytes``) of the valid blocks on disk, from the startup scan."""
+    from wfs.cache import layout
+
+    found = layout.scan(Path(root), repair=False)
+    return sum(layout.charge_bytes(length) for obj in found for _index, length, _mtime in obj.blocks)
+
+
+def ledger_bytes(root: Path) -> int | None:
+    """The shared usage ledger's total (``None`` if there is none)."""
+    try:
+        from wfs.cache.ledger import read_usage
+    except ImportError:  # a wfs without the ledger
+        return None
+
+    return read_usage(Path(root))
