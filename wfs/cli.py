@@ -297,6 +297,7 @@ def serve(config: WfsConfig, mountpoint: Path, *, viewer=None, on_ready=None) ->
             },
             "requests": dataclasses.asdict(client_stats),
             "kernel_requests": dict(ops.kernel_requests),
+            "kernel_invalidations": ops.expiry.invalidated if ops.expiry else 0,
         }
 
     ops = WfsOperations(namespace, cache, on_ready=ready, folder_readahead=readahead, status=status)

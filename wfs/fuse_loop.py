@@ -33,7 +33,7 @@ _NEEDED = (
 _libc = ctypes.CDLL(None)
 _libc.free.argtypes = [ctypes.c_void_p]
 _CMDLINE_OPTS_BYTES = 512  # struct fuse_cmdline_opts is ~48 bytes; only its first int (singlethread) is read
-_MOUNT_FAILED, _LOOP_FAILED = 4, 7  # fuse_main_real's codes
+_MOUNT_FAILED, _SIGNALS_FAILED, _LOOP_FAILED = 4, 6, 7  # fuse_main_real's codes
 
 
 class _FuseArgs(ctypes.Structure):
@@ -105,7 +105,7 @@ def run_session(lib, argc: int, argv, ops, ops_size: int, user_data,
         session = lib.fuse_get_session(fuse)
         if lib.fuse_set_signal_handlers(session) != 0:
             lib.fuse_unmount(fuse)
-            return 6
+            return _SIGNALS_FAILED
         started(fuse)
         try:
             if singlethread:

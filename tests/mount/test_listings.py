@@ -133,6 +133,7 @@ def test_the_kernel_keeps_a_finished_run_and_forgets_a_running_one_on_time(serve
 
     wait_for(live_comes_back_to_the_daemon, timeout=15, what="the running run's attributes to expire")
     assert time.monotonic() - started >= 0.9  # not before its TTL
+    assert mount.status()["kernel_invalidations"] >= 1  # told to forget, not timed out
     before = mount.kernel_requests("getattr")
     os.stat(done)  # as old as the live one's, but immutable: the kernel still has it
     assert mount.kernel_requests("getattr") == before

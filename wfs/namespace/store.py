@@ -103,8 +103,9 @@ class ListingStore:
         return [row[0] for row in rows]
 
     def runs(self, entity: str, project: str) -> list[Run]:
-        rows = self._query("SELECT run FROM runs WHERE entity=? AND project=? ORDER BY run_id", (entity, project))
-        return [Run(**json.loads(row[0])) for row in rows]
+        """A project's stored runs, oldest first (as W&B lists them)."""
+        rows = self._query("SELECT run FROM runs WHERE entity=? AND project=?", (entity, project))
+        return sorted((Run(**json.loads(row[0])) for row in rows), key=lambda r: (r.created_at or 0.0, r.run_id))
 
     def save(self, run: Run, files: list[RunFile], now: float) -> None:
         """Remember a run's listing, in the background."""
