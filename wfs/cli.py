@@ -256,6 +256,7 @@ def serve(config: WfsConfig, mountpoint: Path, *, viewer=None, on_ready=None) ->
     """Build client, namespace, cache and FUSE, and serve until unmounted (blocks)."""
     tune_malloc()
     from wfs.cache import BlockCache
+    from wfs.cache.ledger import read_usage
     from wfs.fuse_ops import WfsFUSE, WfsOperations
     from wfs.mounting import tune_readahead
     from wfs.namespace import Namespace
@@ -287,7 +288,8 @@ def serve(config: WfsConfig, mountpoint: Path, *, viewer=None, on_ready=None) ->
             "offline": config.offline or client.unreachable,
             "cache": {
                 "dir": str(config.cache_dir),
-                "used_bytes": cache_stats.used_bytes,
+                "used_bytes": cache_stats.used_bytes,  # this mount's blocks
+                "dir_used_bytes": read_usage(config.cache_dir),  # every mount's: what the cap bounds
                 "max_bytes": cache_stats.max_bytes,
                 "objects": cache_stats.objects,
                 "hits": cache_stats.hits,
@@ -407,7 +409,9 @@ def cmd_status(args) -> int:
     for st in statuses:
         cache, req = st["cache"], st["requests"]
         print(f"{st['mountpoint']}  ({st['base_url']}{'/' + st['subpath'] if st['subpath'] else ''}, pid {st['pid']})")
-        print(f"  cache     {cache['used_bytes'] / 2**20:,.1f} MiB of {cache['max_bytes'] / 2**20:,.0f} MiB, "
+        shared = cache.get("dir_used_bytes")
+        shared_text = f" (whole dir {shared / 2**20:,.1f} MiB)" if shared is not None else ""
+        print(f"  cache     {cache['used_bytes'] / 2**20:,.1f} MiB{shared_text} of {cache['max_bytes'] / 2**20:,.0f} MiB, "
               f"{cache['objects']} objects, hit rate {cache['hit_rate']:.0%}  ({cache['dir']})")
         print(f"  requests  {req['graphql_requests']} GraphQL, {req['byte_requests']} byte ranges "
               f"({req['bytes_received'] / 2**20:,.1f} MiB), {req['retries']} retries, "

@@ -112,6 +112,10 @@ def test_cache_stays_under_cap_plus_one_block_while_reading_200mb(server, mount_
     samples.append(du_bytes(mount.cache_dir))
     assert len(samples) > 10
     assert max(samples) <= cap + BLOCK, max(samples) / MIB
+    # Each mount's status shows its own blocks and the directory's total, which the cap bounds.
+    statuses = [mount.status()["cache"] for mount in mounts]
+    assert statuses[0]["dir_used_bytes"] == statuses[1]["dir_used_bytes"] <= cap
+    assert statuses[0]["dir_used_bytes"] >= max(st["used_bytes"] for st in statuses) > 0
 
 
 def test_two_mounts_sharing_a_cache_dir_stay_under_one_cap(server, mount_wfs, tmp_path):
