@@ -112,10 +112,6 @@ def test_cache_stays_under_cap_plus_one_block_while_reading_200mb(server, mount_
     samples.append(du_bytes(mount.cache_dir))
     assert len(samples) > 10
     assert max(samples) <= cap + BLOCK, max(samples) / MIB
-    # Each mount's status shows its own blocks and the directory's total, which the cap bounds.
-    statuses = [mount.status()["cache"] for mount in mounts]
-    assert statuses[0]["dir_used_bytes"] == statuses[1]["dir_used_bytes"] <= cap
-    assert statuses[0]["dir_used_bytes"] >= max(st["used_bytes"] for st in statuses) > 0
 
 
 def test_two_mounts_sharing_a_cache_dir_stay_under_one_cap(server, mount_wfs, tmp_path):
@@ -149,6 +145,13 @@ def test_two_mounts_sharing_a_cache_dir_stay_under_one_cap(server, mount_wfs, tm
     assert digests == {name: expected_sha(CACHE_RUN_FILES[name]) for name in digests} and len(digests) == 10
     assert len(samples) > 10
     assert max(samples) <= cap + BLOCK, max(samples) / MIB
+    # Both mounts' status shows the one directory total, which the cap bounds (read-ahead may
+    # still be landing, so ask until the two agree).
+    def shared_total():
+        totals = {mount.status()["cache"]["dir_used_bytes"] for mount in mounts}
+        return totals.pop() if len(totals) == 1 else None
+
+    assert 0 < wait_for(shared_total, timeout=20, what="one directory total in both statuses") <= cap
 
 
 def test_remount_rereads_finished_run_with_zero_bytes_fetched(server, mount_wfs):
