@@ -9,6 +9,8 @@ What stays true:
   reordered, so positions handed to the kernel as readdir offsets stay valid.
 * Many threads asking at once cause one request per page (a lock around the
   fetch). A failed fetch loses nothing: the same page is asked again next time.
+  A page that brings no run not already listed ends the listing (a server
+  whose cursors go round cannot make a reader fetch forever).
 * When a page cannot be fetched because W&B is unreachable and an earlier,
   expired listing of the project is known, that listing is served instead
   (stale beats an error while W&B is down), like ``Memo`` does for the rest.
@@ -91,7 +93,11 @@ class RunPages:
             self._add(runs[len(self._runs):])
             self._complete = complete
             return
+        before = len(self._runs)
         self._add(runs)
+        if cursor is not None and len(self._runs) == before:  # cursors going round: stop, do not spin
+            logger.warning("a page of runs brought nothing new; the listing ends there")
+            cursor = None
         self._cursor, self._complete = cursor, cursor is None
         if self._complete:
             self._fallback = None

@@ -94,3 +94,17 @@ def test_sixteen_threads_reading_the_same_page_cause_one_request():
         t.join(10)
     assert results == ["r005"] * 16
     assert source.requests == [None]
+
+
+def test_cursors_that_go_round_end_the_listing_instead_of_fetching_forever():
+    source = Pages(20)
+    requests: list[str | None] = []
+
+    def cycling(after):  # page 2 points back to page 1
+        requests.append(after)
+        return (source.runs[:10], "B") if after in (None, "C") else (source.runs[10:20], "C")
+
+    pages = RunPages(cycling)
+    assert pages.run(100) is None
+    assert pages.complete and len(pages) == 20
+    assert requests == [None, "B", "C"]
