@@ -370,7 +370,6 @@ class WfsFUSE(mfusepy.FUSE):
             super().__init__(operations, mountpoint, **kwargs)
         finally:
             mfusepy.fuse_main_real = stock
-            expiry.stop()
 
     def readdir_fuse_3(self, path, buf, filler, offset, fip, flags):
         decoded = None if path is None else path.decode(self.encoding, self.errors)

@@ -116,14 +116,12 @@ class Namespace:
 
     def kernel_ttl(self, node: Node) -> float:
         """How long the kernel may keep ``node``'s entry and attributes (``math.inf``: for good)."""
-        if isinstance(node, FileNode):
+        if isinstance(node, FileNode) or (isinstance(node, DirNode) and node.level == "folder"):
             return self._run_ttl(node.run)
         if isinstance(node, LinkNode) or node.level in ("entity", "project"):
             return self._config.dir_cache_time_seconds
         if node.level == "run":  # it exists while it is listed; a running one's times change
             return min(self._run_ttl(node.run), self._config.dir_cache_time_seconds)
-        if node.level == "folder":
-            return self._run_ttl(node.run)
         return _ROOT_KERNEL_TTL_SECONDS  # free to answer; short so a dead mount shows as one at once
 
     # ---------------------------------------------------------- W&B objects
